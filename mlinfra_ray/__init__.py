@@ -1,0 +1,1 @@
+"""mlinfra_ray: ML infrastructure on Ray."""
