@@ -1,0 +1,96 @@
+"""The one place that starts or joins Ray, and plans how CPUs are split between Train and Data.
+
+Why planning matters: Ray Train V2 reserves its workers' CPUs with Ray Data's resource manager, so
+Data's budget is `cluster CPUs - training CPUs`. Two 1-CPU workers on a 2-CPU machine leave Data
+zero CPUs and `map_batches` waits forever. The plan caps training at `CPUs - data_reserved_cpus`
+and splits that between the workers (0.5 CPU each on 2 cores), which is logical bookkeeping only:
+torch still uses the cores it is given.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import dataclass
+
+from mlinfra_ray.settings import RaySettings, ScalingSettings
+
+log = logging.getLogger(__name__)
+QUIET_ENV = {"RAY_DATA_DISABLE_PROGRESS_BARS": "1", "RAY_DEDUP_LOGS": "1", "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1"}
+
+
+class ResourceError(RuntimeError):
+    """The cluster cannot fit what the config asks for; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class TrainPlan:
+    num_workers: int
+    cpus_per_worker: float
+    gpus_per_worker: float
+    data_cpus: float
+
+    def resources_per_worker(self) -> dict[str, float]:
+        res = {"CPU": self.cpus_per_worker}
+        if self.gpus_per_worker:
+            res["GPU"] = self.gpus_per_worker
+        return res
+
+
+def connect(settings: RaySettings) -> dict[str, float]:
+    """Start a local cluster or join `settings.address`; returns the cluster's resources."""
+    import ray
+
+    quiet = settings.quiet and not sys.stdout.isatty()
+    if quiet:
+        os.environ.update({k: os.environ.get(k, v) for k, v in QUIET_ENV.items()})
+    if not ray.is_initialized():
+        address = settings.address or os.environ.get("RAY_ADDRESS")
+        if address:
+            log.info("joining Ray cluster at %s", address)
+            ray.init(address=address, log_to_driver=True)
+        else:
+            log.info("starting a local Ray cluster (num_cpus=%s)", settings.num_cpus or "all")
+            ray.init(num_cpus=settings.num_cpus, include_dashboard=settings.include_dashboard,
+                     runtime_env={"env_vars": QUIET_ENV if quiet else {}})
+    if quiet:
+        from ray.data import DataContext
+
+        DataContext.get_current().enable_progress_bars = False
+    return dict(ray.cluster_resources())
+
+
+def plan_training(scaling: ScalingSettings, ray_settings: RaySettings,
+                  cluster: dict[str, float]) -> TrainPlan:
+    """CPUs (and GPUs) per worker such that Ray Data keeps `data_reserved_cpus` free."""
+    total = float(cluster.get("CPU", 0))
+    workers = max(scaling.num_workers, 1)
+    budget = total - ray_settings.data_reserved_cpus
+    if budget <= 0:
+        raise ResourceError(f"cluster has {total:g} CPUs; ray.data_reserved_cpus="
+                            f"{ray_settings.data_reserved_cpus:g} leaves nothing for training")
+    cpus = scaling.cpus_per_worker if scaling.cpus_per_worker is not None else min(1.0, budget / workers)
+    cpus = _round_down(cpus)
+    if cpus <= 0 or cpus * workers > budget + 1e-9:
+        raise ResourceError(
+            f"{workers} workers x {cpus:g} CPU = {workers * cpus:g} CPUs, but only {budget:g} of "
+            f"{total:g} can go to training (ray.data_reserved_cpus={ray_settings.data_reserved_cpus:g})."
+            " Lower scaling.num_workers or scaling.cpus_per_worker.")
+    gpus = scaling.gpus_per_worker if scaling.use_gpu else 0.0
+    if gpus and gpus * workers > float(cluster.get("GPU", 0)) + 1e-9:
+        raise ResourceError(f"{workers} workers x {gpus:g} GPU, but the cluster has "
+                            f"{cluster.get('GPU', 0):g} GPUs")
+    return TrainPlan(workers if scaling.num_workers > 0 else 0, cpus, gpus, total - cpus * workers)
+
+
+def _round_down(cpus: float) -> float:
+    """Quarter-CPU steps keep Ray's fractional resource bookkeeping exact."""
+    return int(cpus * 4 + 1e-9) / 4
+
+
+def shutdown() -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()

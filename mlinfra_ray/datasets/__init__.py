@@ -1,0 +1,1 @@
+"""Synthetic data generators used by the demo, the tests and the benchmarks."""

@@ -1,0 +1,273 @@
+"""Typed settings for every config group.
+
+Hydra composes YAML; the library only ever sees these frozen dataclasses (and Ray workers and
+deployments only ever see plain dicts made from them). `to_settings` is strict: an unknown key or a
+wrong type fails at start-up with the dotted path of the offending key, instead of deep inside a
+Ray worker minutes later.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+
+class SettingsError(ValueError):
+    """A config value that cannot become a setting; the message names the key."""
+
+
+@dataclass(frozen=True)
+class MessSettings:
+    """How much realistic mess the synthetic generator writes into raw files."""
+
+    missing_rate: float = 0.02  # optional fields left empty
+    corrupt_rate: float = 0.01  # unparseable values, bad enums, negative amounts, broken lines
+    duplicate_rate: float = 0.005  # rows re-sent with the same transaction id
+
+
+@dataclass(frozen=True)
+class SyntheticSettings:
+    rows: int = 60_000
+    seed: int = 7
+    n_users: int = 2_000
+    n_merchants: int = 300
+    start: str = "2026-01-01"
+    days: int = 60
+    fraud_rate: float = 0.03
+    drift: Literal["none", "shift"] = "none"
+    json_fraction: float = 0.3  # share of rows written as JSON Lines instead of CSV
+    files: int = 4
+    mess: MessSettings = field(default_factory=MessSettings)
+
+
+@dataclass(frozen=True)
+class SplitSettings:
+    """Time-ordered split fractions; test is the rest (the latest window)."""
+
+    train: float = 0.7
+    valid: float = 0.15
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    name: str
+    synthetic: SyntheticSettings | None = None  # None: raw files already exist under paths.raw
+    split: SplitSettings = field(default_factory=SplitSettings)
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    name: str
+    type: Literal["string", "float", "int", "bool", "timestamp"]
+    nullable: bool = False
+    allowed: list[str] | None = None
+    min: float | None = None
+    max: float | None = None
+    regex: str | None = None
+    normalize: list[Literal["trim", "lower", "upper"]] = field(default_factory=list)
+    formats: list[str] = field(default_factory=list)  # timestamps: strptime formats, epoch_s, epoch_ms
+    timezone: str = "UTC"
+
+
+@dataclass(frozen=True)
+class ContractSettings:
+    name: str
+    columns: list[ColumnSpec]
+    event_time: str
+    label: str
+    entity_keys: list[str] = field(default_factory=list)
+    dedup_key: str | None = None
+    max_quarantine_fraction: float = 0.05
+    extra_columns: Literal["drop", "keep"] = "drop"
+
+
+@dataclass(frozen=True)
+class NumericFeature:
+    name: str
+    log: bool = False  # log1p before scaling: heavy-tailed money amounts
+    clip: list[float] | None = None
+
+
+@dataclass(frozen=True)
+class CategoricalFeature:
+    name: str
+    max_vocab: int = 32  # rarer values share the out-of-vocabulary slot
+
+
+@dataclass(frozen=True)
+class FeatureSettings:
+    numeric: list[NumericFeature]
+    categorical: list[CategoricalFeature]
+    time_parts: list[Literal["hour", "dow"]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    name: Literal["mlp"] = "mlp"
+    hidden: list[int] = field(default_factory=lambda: [64, 32])
+    dropout: float = 0.1
+
+
+@dataclass(frozen=True)
+class TrainerSettings:
+    max_epochs: int = 5
+    batch_size: int = 256
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    grad_clip: float = 1.0
+    pos_weight: float | None = None  # None: negatives/positives of the training window
+    seed: int = 7
+    run_name: str | None = None  # None: a fresh unique name (never an accidental resume)
+
+
+@dataclass(frozen=True)
+class ScalingSettings:
+    num_workers: int = 2
+    use_gpu: bool = False
+    cpus_per_worker: float | None = None  # None: planned so Ray Data keeps its reserved CPUs
+    gpus_per_worker: float = 1.0
+
+
+@dataclass(frozen=True)
+class ServeDemoSettings:
+    clean_requests: int = 400
+    drift_requests: int = 400
+    records_per_request: int = 4
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    app_name: str = "mlinfra"
+    route_prefix: str = "/"
+    predictor_replicas: int = 1
+    max_batch_size: int = 64
+    batch_wait_timeout_s: float = 0.01
+    max_ongoing_requests: int = 32
+    max_queued_requests: int = 256
+    max_records_per_request: int = 1000
+    cpus_per_replica: float = 0.25
+    demo: ServeDemoSettings = field(default_factory=ServeDemoSettings)
+
+
+@dataclass(frozen=True)
+class DriftSettings:
+    window_size: int = 500
+    p_val: float = 0.05
+    reference_size: int = 2_000
+    max_pending: int = 64  # fire-and-forget hand-offs in flight before new ones are dropped
+
+
+@dataclass(frozen=True)
+class RaySettings:
+    address: str | None = None  # None: start a local cluster; "auto": join the running one
+    num_cpus: int | None = None  # local clusters only; None: all cores
+    data_reserved_cpus: float = 1.0  # CPUs Train must leave to Ray Data (the 2-CPU deadlock)
+    include_dashboard: bool = False
+    quiet: bool = True  # condensed logs, no progress bars when stdout is not a TTY
+
+
+@dataclass(frozen=True)
+class TrackingSettings:
+    uri: str
+    experiment: str = "mlinfra"
+    registered_model: str = "fraud-detector"
+    alias: str = "champion"
+
+
+@dataclass(frozen=True)
+class PathSettings:
+    root: str
+    raw: str
+    lake: str
+    bundles: str
+    storage: str  # Ray Train checkpoints and run state
+
+
+@dataclass(frozen=True)
+class Settings:
+    data: DataSettings
+    contract: ContractSettings
+    features: FeatureSettings
+    model: ModelSettings
+    trainer: TrainerSettings
+    scaling: ScalingSettings
+    serve: ServeSettings
+    drift: DriftSettings
+    ray: RaySettings
+    tracking: TrackingSettings
+    paths: PathSettings
+    seed: int = 7
+
+
+def build(cls: type, data: Any, where: str = "") -> Any:
+    """Build dataclass `cls` from plain data, checking keys and types; errors name the key."""
+    if not isinstance(data, dict):
+        raise SettingsError(f"{where or cls.__name__}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise SettingsError(f"{_join(where, unknown[0])}: unknown key (allowed: {sorted(known)})")
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name in data:
+            kwargs[f.name] = _coerce(hints[f.name], data[f.name], _join(where, f.name))
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise SettingsError(f"{_join(where, f.name)}: missing required key")
+    return cls(**kwargs)
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in (o for o in options if o is not type(None)):
+            try:
+                return _coerce(option, value, where)
+            except SettingsError as err:
+                errors.append(str(err))
+        raise SettingsError(errors[0] if errors else f"{where}: must not be null")
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise SettingsError(f"{where}: {value!r} is not one of {list(typing.get_args(tp))}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise SettingsError(f"{where}: expected a list, got {value!r}")
+        (item_tp,) = typing.get_args(tp)
+        return [_coerce(item_tp, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value, where)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float, str, bool):
+        if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+            raise SettingsError(f"{where}: expected {tp.__name__}, got {value!r}")
+        return value
+    return value
+
+
+def to_dict(settings: Any) -> dict[str, Any]:
+    """Plain, JSON-ready data for Ray workers, deployments, MLflow params and bundles."""
+    return dataclasses.asdict(settings)
+
+
+def resolve_paths(paths: PathSettings) -> PathSettings:
+    """Absolute paths, so Ray workers and submitted jobs (other cwd) see the same files."""
+    def absolute(value: str) -> str:
+        return value if "://" in value else str(Path(value).expanduser().resolve())
+
+    return PathSettings(**{k: absolute(v) for k, v in to_dict(paths).items()})
