@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from mlinfra_ray.settings import RaySettings, ScalingSettings
 
 log = logging.getLogger(__name__)
-QUIET_ENV = {"RAY_DATA_DISABLE_PROGRESS_BARS": "1", "RAY_DEDUP_LOGS": "1", "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1"}
+QUIET_ENV = {"RAY_DATA_DISABLE_PROGRESS_BARS": "1", "RAY_DATA_LOG_LEVEL": "WARNING", "RAY_DEDUP_LOGS": "1"}
 
 
 class ResourceError(RuntimeError):
@@ -53,7 +53,8 @@ def connect(settings: RaySettings) -> dict[str, float]:
         else:
             log.info("starting a local Ray cluster (num_cpus=%s)", settings.num_cpus or "all")
             ray.init(num_cpus=settings.num_cpus, include_dashboard=settings.include_dashboard,
-                     runtime_env={"env_vars": QUIET_ENV if quiet else {}})
+                     runtime_env={"env_vars": QUIET_ENV if quiet else {}},
+                     logging_config=ray.LoggingConfig(log_level=log_level(settings)))
     if quiet:
         from ray.data import DataContext
 
@@ -87,6 +88,11 @@ def plan_training(scaling: ScalingSettings, ray_settings: RaySettings,
 def _round_down(cpus: float) -> float:
     """Quarter-CPU steps keep Ray's fractional resource bookkeeping exact."""
     return int(cpus * 4 + 1e-9) / 4
+
+
+def log_level(settings: RaySettings) -> str:
+    """Ray's library log level for this run: condensed when nobody watches a TTY."""
+    return "WARNING" if settings.quiet and not sys.stdout.isatty() else "INFO"
 
 
 def shutdown() -> None:

@@ -14,7 +14,16 @@ CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
 def to_settings(cfg: DictConfig | dict[str, Any]) -> Settings:
-    """Resolve interpolations, drop Hydra's own node, and build strictly typed settings."""
+    """Resolve interpolations, drop Hydra's own node, and build strictly typed settings.
+
+    `paths.root` is made absolute before anything that interpolates it (tracking URI, artifact
+    location) is resolved, so every derived path is absolute too.
+    """
+    if isinstance(cfg, DictConfig):
+        cfg = cfg.copy()
+        root = OmegaConf.select(cfg, "paths.root")
+        if isinstance(root, str) and "://" not in root:
+            OmegaConf.update(cfg, "paths.root", str(Path(root).expanduser().resolve()))
     data = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
     data.pop("hydra", None)
     settings = build(Settings, data)

@@ -120,6 +120,8 @@ class TrainerSettings:
     weight_decay: float = 1e-4
     grad_clip: float = 1.0
     pos_weight: float | None = None  # None: negatives/positives of the training window
+    patience: int = 3  # epochs without a better validation loss before stopping early
+    max_failures: int = 1  # worker crashes survived by restarting from the last checkpoint
     seed: int = 7
     run_name: str | None = None  # None: a fresh unique name (never an accidental resume)
 
@@ -168,13 +170,14 @@ class RaySettings:
     address: str | None = None  # None: start a local cluster; "auto": join the running one
     num_cpus: int | None = None  # local clusters only; None: all cores
     data_reserved_cpus: float = 1.0  # CPUs Train must leave to Ray Data (the 2-CPU deadlock)
-    include_dashboard: bool = False
+    include_dashboard: bool = True
     quiet: bool = True  # condensed logs, no progress bars when stdout is not a TTY
 
 
 @dataclass(frozen=True)
 class TrackingSettings:
     uri: str
+    artifact_location: str | None = None  # None: MLflow's default (./mlruns, relative to the cwd)
     experiment: str = "mlinfra"
     registered_model: str = "fraud-detector"
     alias: str = "champion"

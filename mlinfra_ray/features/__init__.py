@@ -1,0 +1,1 @@
+"""Feature transforms (fitted state as JSON) shared by training and serving."""

@@ -1,0 +1,1 @@
+"""Training: pure torch steps, the per-worker loop, and the TorchTrainer driver."""
