@@ -59,6 +59,7 @@ def connect(settings: RaySettings) -> dict[str, float]:
         from ray.data import DataContext
 
         DataContext.get_current().enable_progress_bars = False
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
     return dict(ray.cluster_resources())
 
 

@@ -77,7 +77,7 @@ def transform(state: dict[str, Any], table: pa.Table) -> np.ndarray:
 
 def category_index(col: pa.Array | pa.ChunkedArray, vocab: list[str]) -> np.ndarray:
     """Position in `vocab`; unseen and missing values map to slot 0 (OOV)."""
-    idx = pc.index_in(col, value_set=pa.array(vocab[1:], pa.string()))
+    idx = pc.index_in(pc.cast(col, pa.string()), value_set=pa.array(vocab[1:], pa.string()))
     return (pc.fill_null(idx, -1).to_numpy(zero_copy_only=False) + 1).astype(np.int64)
 
 

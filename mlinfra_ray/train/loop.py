@@ -9,6 +9,7 @@ where it stopped instead of from epoch 1.
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     import ray.train.torch
 
     trainer, ctx = config["trainer"], ray.train.get_context()
+    _quiet_report_logs(config.get("log_level", "INFO"))
     torch.manual_seed(trainer["seed"] + ctx.get_world_rank())
     model = ray.train.torch.prepare_model(build_model(config["model"], config["n_features"]))
     optimizer = torch.optim.AdamW(model.parameters(), lr=trainer["lr"], weight_decay=trainer["weight_decay"])
@@ -53,6 +55,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         _report(metrics, model, optimizer, state, ctx.get_world_rank() == 0)
         if state["stale"] >= trainer["patience"]:
             break
+
+
+def _quiet_report_logs(level: str) -> None:
+    """Ray Train logs every report at INFO through a logger named by file path (not `ray.train`),
+    which RunConfig(logging_config) does not reach; match its level to the run's."""
+    from ray.train.v2._internal.execution import context
+
+    logging.getLogger(context.__file__).setLevel(level)
 
 
 def _mean(total: float, rows: int) -> float:

@@ -61,7 +61,8 @@ def fit(datasets: dict[str, Any], n_features: int, pos_weight: float, settings: 
 
     name = run_name(settings)
     config = {"model": to_dict(settings.model), "trainer": to_dict(settings.trainer),
-              "n_features": n_features, "pos_weight": pos_weight, **(extra_config or {})}
+              "n_features": n_features, "pos_weight": pos_weight, "log_level": log_level(settings.ray),
+              **(extra_config or {})}
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=config,

@@ -1,0 +1,32 @@
+# The README's two commands: `make demo` and `make test`. Both create .venv from pyproject.toml.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+# This machine type keeps the CPU build of torch on disk; point pip at it so the exact torch pin
+# is satisfied locally instead of by multi-GB CUDA wheels from the index.
+export PIP_FIND_LINKS ?= $(wildcard /opt/wheels)
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: demo test test-fast bench lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python jobs/pipeline.py
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest tests/unit
+
+lint: $(STAMP)
+	$(BIN)/ruff check mlinfra_ray jobs tests bench
+
+clean:
+	rm -rf .mlinfra outputs multirun

@@ -1,0 +1,71 @@
+"""Stages wired together: what `jobs/*.py` call. Each stage reads the previous stage's outputs
+from `paths`, so any stage can be re-run alone (or submitted as its own Ray job)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from mlinfra_ray.cluster import connect
+from mlinfra_ray.datasets.fraud import generate_transactions, write_raw
+from mlinfra_ray.ingest import IngestResult, ingest
+from mlinfra_ray.settings import Settings
+from mlinfra_ray.train.stage import TrainStageResult, run_training
+
+log = logging.getLogger(__name__)
+
+
+def run_generate(settings: Settings) -> dict[str, int]:
+    """Write the synthetic raw files (only for datasets that declare a generator)."""
+    if settings.data.synthetic is None:
+        log.info("data.synthetic is null: using the raw files already under %s", settings.paths.raw)
+        return {}
+    counts = write_raw(generate_transactions(settings.data.synthetic), settings.paths.raw,
+                       settings.data.synthetic)
+    log.info("generated %d raw rows under %s", counts["rows_written"], settings.paths.raw)
+    return counts
+
+
+def run_ingest(settings: Settings) -> IngestResult:
+    connect(settings.ray)
+    return ingest(settings.paths.raw, settings.paths.lake, settings.contract)
+
+
+def run_train(settings: Settings) -> TrainStageResult:
+    cluster = connect(settings.ray)
+    return run_training(settings, cluster, load_manifest(settings.paths.lake)["snapshot_id"])
+
+
+def load_manifest(lake: str) -> dict[str, Any]:
+    path = Path(lake) / "manifest.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: run the ingest stage first (jobs/ingest.py)")
+    return json.loads(path.read_text())
+
+
+def run_pipeline(settings: Settings, serve_demo: bool = True) -> dict[str, Any]:
+    """generate → ingest → train/evaluate/register → serve + traffic + drift check → shut down."""
+    started = time.monotonic()
+    generated = run_generate(settings)
+    ingested = run_ingest(settings)
+    trained = run_train(settings)
+    summary: dict[str, Any] = {"generated": generated, "ingest": _ingest_summary(ingested),
+                               "train": {"run_name": trained.run_name, "test": trained.metrics,
+                                         "epochs": len(trained.history), "registry": trained.registry,
+                                         "bundle": trained.bundle_path}}
+    if serve_demo:
+        from mlinfra_ray.demo import run_serve_demo
+
+        summary["serve"] = run_serve_demo(settings)
+    summary["seconds"] = round(time.monotonic() - started, 1)
+    return summary
+
+
+def _ingest_summary(result: IngestResult) -> dict[str, Any]:
+    data = asdict(result)
+    data.pop("files")
+    return data
