@@ -85,7 +85,8 @@ def _send(client: httpx.Client, batches: list[pa.Table]) -> np.ndarray:
         records = [{k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in r.items()}
                    for r in batch.to_pylist()]
         resp = client.post("/predict", json={"records": records})
-        resp.raise_for_status()
+        if resp.status_code != 200:
+            raise RuntimeError(f"/predict answered {resp.status_code}: {resp.text[:500]}")
         return [p["score"] for p in resp.json()["predictions"]]
 
     with ThreadPoolExecutor(max_workers=8) as pool:

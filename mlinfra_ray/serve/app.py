@@ -11,9 +11,11 @@ bundle `loader` (default `load_served_bundle`: a local `bundle_path` if given, e
 alias), so tests can serve a local bundle and swap the loader without MLflow.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: @serve.ingress re-builds the FastAPI routes inside
+# the replica from by-value pickled methods whose globals hold only names used in code, so a string
+# annotation like "Request" no longer resolves and FastAPI takes `request` for a query parameter.
 import asyncio
+import inspect
 import logging
 import time
 import urllib.request
@@ -126,16 +128,55 @@ class DriftMonitor:
         return {**self.window.state(), "columns": self.columns, "model": self.model}
 
 
+class DriftHandoff:
+    """Fire-and-forget delivery of scored rows to the DriftMonitor.
+
+    `send` returns at once: the request never awaits drift work. Each delivery is an asyncio task
+    kept in `pending` (the loop holds tasks only weakly; an unreferenced task can be collected
+    mid-flight) and removed when done. Beyond `max_pending` in flight, rows are dropped and
+    counted rather than queued without bound behind a slow monitor.
+    """
+
+    def __init__(self, monitor: Any, max_pending: int, on_drop: Callable[[int], Any]) -> None:
+        self.monitor, self.max_pending, self.on_drop = monitor, max_pending, on_drop
+        self.pending: set[asyncio.Task] = set()
+        self.dropped = 0  # records never checked for drift
+
+    def send(self, rows: np.ndarray) -> None:
+        if len(self.pending) >= self.max_pending:
+            self._drop(len(rows))
+            return
+        task = asyncio.get_running_loop().create_task(self._deliver(rows))
+        self.pending.add(task)
+        task.add_done_callback(self.pending.discard)
+
+    async def _deliver(self, rows: np.ndarray) -> None:
+        try:
+            await self.monitor.observe.remote(rows)
+        except Exception:  # noqa: BLE001 — drift must never affect serving; count and log it
+            self._drop(len(rows))
+            log.exception("drift hand-off failed")
+
+    def _drop(self, n: int) -> None:
+        self.dropped += n
+        self.on_drop(n)
+
+
+# @serve.ingress cloudpickles the FastAPI app (with the route methods) when the class is decorated:
+# every module global the routes use must already exist at that point, i.e. be defined above.
+def _json(content: Any, status: int = 200) -> JSONResponse:
+    return JSONResponse(content, status_code=status)
+
+
 @serve.deployment(num_replicas=1)  # one replica: the /metrics registry then counts every request
 @serve.ingress(api)
 class Ingress:
     async def __init__(self, predictor: DeploymentHandle, monitor: DeploymentHandle,
                      config: dict[str, Any]) -> None:
         self.predictor, self.monitor = predictor, monitor
-        self.max_pending = int(config["max_pending"])
-        self.pending: set[asyncio.Task] = set()  # strong refs: the loop keeps only weak ones
-        self.dropped = 0  # records never checked for drift (also the mlinfra_drift_dropped counter)
         self.metrics = ServeMetrics()
+        self.handoff = DriftHandoff(monitor, int(config["max_pending"]),
+                                    self.metrics.drift_dropped.inc)
         # Validate against the contract the served model was trained with, not the caller's config.
         info = await predictor.model_info.remote()
         contract = build(ContractSettings, info["contract"])
@@ -167,11 +208,11 @@ class Ingress:
     async def metrics_text(self) -> Response:
         return await self._timed("/metrics", self._metrics())
 
-    async def _timed(self, endpoint: str, work: Awaitable[Response]) -> Response:
+    async def _timed(self, endpoint: str, work: Response | Awaitable[Response]) -> Response:
         """Count and time every request, whatever its outcome (500 if the handler raised)."""
         start, status = time.perf_counter(), 500
         try:
-            response = await work
+            response = await work if inspect.isawaitable(work) else work
             status = response.status_code
             return response
         finally:
@@ -186,29 +227,9 @@ class Ingress:
             out = await self.predictor.predict_records.remote(records)
         except BackPressureError:
             return _json({"detail": "predictor overloaded; retry later"}, 503)
-        self._hand_to_monitor(out["drift_rows"])
+        self.handoff.send(out["drift_rows"])
         self.metrics.observe_scores([p["score"] for p in out["predictions"]])
         return _json({"predictions": out["predictions"], "model": out["model"]})
-
-    def _hand_to_monitor(self, rows: np.ndarray) -> None:
-        """Fire-and-forget: the response never awaits drift work; beyond the cap, drop and count."""
-        if len(self.pending) >= self.max_pending:
-            self._drop(len(rows))
-            return
-        task = asyncio.get_running_loop().create_task(self._observe(rows))
-        self.pending.add(task)
-        task.add_done_callback(self.pending.discard)
-
-    async def _observe(self, rows: np.ndarray) -> None:
-        try:
-            await self.monitor.observe.remote(rows)
-        except Exception:  # noqa: BLE001 — drift must never affect serving; count and log it
-            self._drop(len(rows))
-            log.exception("drift hand-off failed")
-
-    def _drop(self, n: int) -> None:
-        self.dropped += n
-        self.metrics.drift_dropped.inc(n)
 
     async def _ready(self) -> Response:
         try:
@@ -220,8 +241,8 @@ class Ingress:
 
     async def _drift(self) -> Response:
         report = await asyncio.wait_for(self.monitor.report.remote(), CALL_TIMEOUT_S)
-        return _json({**report, "pending": len(self.pending),
-                      "dropped": self.dropped})
+        return _json({**report, "pending": len(self.handoff.pending),
+                      "dropped": self.handoff.dropped})
 
     async def _metrics(self) -> Response:
         try:
@@ -231,10 +252,6 @@ class Ingress:
             log.warning("drift report unavailable; exporting the previous values")
         body, content_type = self.metrics.render()
         return Response(body, media_type=content_type)
-
-
-def _json(content: Any, status: int = 200) -> JSONResponse:
-    return JSONResponse(content, status_code=status)
 
 
 def build_app(settings: dict[str, Any], bundle_path: str | None = None,

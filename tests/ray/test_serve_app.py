@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import socket
 import time
 
@@ -98,7 +97,7 @@ def test_serving_end_to_end(base_url, data, bundle_dir):
     bodies = [{"records": records[i:i + 10]} for i in range(0, 190, 10)] + records[190:]
     responses = asyncio.run(post_all(base_url, bodies))
     sent[200] += len(bodies)
-    assert [r.status_code for r in responses] == [200] * len(bodies)
+    assert [r.status_code for r in responses] == [200] * len(bodies), responses[0].text
     scores = np.array([p["score"] for r in responses for p in r.json()["predictions"]])
     expected = load_bundle(bundle_dir).predict(clean.drop_columns(["is_fraud"]))
     assert np.allclose(scores, expected, atol=1e-6)  # online == offline, same function
@@ -118,7 +117,8 @@ def test_serving_end_to_end(base_url, data, bundle_dir):
         r = httpx.post(f"{base_url}/predict", json={"records": [good, body]})
         assert r.status_code == 422, r.text
         assert r.json()["detail"][0]["loc"] == ["body", "records", 1, field]
-    r = httpx.post(f"{base_url}/predict", content=b"{oops", headers={"content-type": "application/json"})
+    r = httpx.post(f"{base_url}/predict", content=b"{oops",
+                   headers={"content-type": "application/json"})
     assert r.status_code == 422 and r.json()["detail"][0]["type"] == "json_invalid"
     sent[422] += len(bad) + 1
 
@@ -163,3 +163,38 @@ def value(metrics: dict, sample: str, **labels: str) -> float:
              if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items())]
     assert len(found) == 1, (sample, labels, found)
     return found[0]
+
+
+class _StuckMonitor:
+    """A monitor whose observe() never finishes: hand-offs pile up as pending tasks."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.observe = self
+
+    def remote(self, rows):
+        self.calls += 1
+        return asyncio.get_running_loop().create_future()  # never resolved
+
+
+def test_drift_handoff_is_fire_and_forget_and_capped():
+    """No cluster needed: the ingress hand-off alone, against a monitor that never answers."""
+    from mlinfra_ray.serve.app import DriftHandoff
+
+    counted = []
+    handoff = DriftHandoff(_StuckMonitor(), max_pending=3, on_drop=counted.append)
+
+    async def run() -> None:
+        for _ in range(5):  # returns at once each time although the monitor never answers
+            handoff.send(np.zeros((4, 6), dtype=np.float32))
+        await asyncio.sleep(0)  # let the tasks start their (stuck) calls
+        assert handoff.monitor.calls == 3 and len(handoff.pending) == 3
+        assert handoff.dropped == 8 and counted == [4, 4]  # two hand-offs over the cap
+        tasks = list(handoff.pending)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.sleep(0)  # done-callbacks run on the next loop turn
+        assert not handoff.pending and handoff.dropped == 8  # cancelled: not counted as dropped
+
+    asyncio.run(asyncio.wait_for(run(), 5))

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pyarrow as pa
 import pytest
 from pydantic import ValidationError
 
 from mlinfra_ray.compose import compose_settings
-from mlinfra_ray.serve.schemas import (error_detail, parse_predict, predict_request_model,
-                                       records_to_table, request_model)
+from mlinfra_ray.serve.schemas import (
+    error_detail,
+    parse_predict,
+    predict_request_model,
+    records_to_table,
+    request_model,
+)
 
 GOOD = {"transaction_id": "tx00000001", "user_id": "u000001", "merchant_id": "m00001",
         "event_time": "2026-01-02T10:00:00+02:00", "amount": 12.5, "channel": " WEB ",
@@ -45,7 +50,7 @@ def test_good_record_is_normalized_as_in_ingestion(model):
     (rec,) = parse_predict(model, json.dumps({**GOOD, "is_fraud": 1, "extra": "x"}).encode())
     assert rec["channel"] == "web" and rec["country"] == "US"  # trim/lower/upper from the contract
     assert "is_fraud" not in rec and "extra" not in rec
-    assert rec["event_time"] == datetime(2026, 1, 2, 8, tzinfo=timezone.utc)
+    assert rec["event_time"] == datetime(2026, 1, 2, 8, tzinfo=UTC)
 
 
 def test_records_wrapper_and_limits(model):
@@ -95,4 +100,4 @@ def test_records_to_table_is_contract_typed(model, contract):
     assert table.schema.field("device_age_days").type == pa.float64()
     assert table.column("device_age_days").null_count == 2
     assert table.column("event_time").to_pylist() == [
-        datetime(2026, 1, 2, 8, tzinfo=timezone.utc), datetime(2026, 1, 2, 10, tzinfo=timezone.utc)]
+        datetime(2026, 1, 2, 8, tzinfo=UTC), datetime(2026, 1, 2, 10, tzinfo=UTC)]
