@@ -31,6 +31,7 @@ from ray import serve
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
+from mlinfra_ray.cluster import log_level
 from mlinfra_ray.serve.metrics import ServeMetrics
 from mlinfra_ray.serve.schemas import (
     error_detail,
@@ -41,6 +42,7 @@ from mlinfra_ray.serve.schemas import (
 from mlinfra_ray.settings import (
     ContractSettings,
     DriftSettings,
+    RaySettings,
     ServeSettings,
     TrackingSettings,
     build,
@@ -283,9 +285,11 @@ def deploy(settings: dict[str, Any], bundle_path: str | None = None,
            loader: Loader = load_served_bundle, timeout_s: float = 180.0) -> str:
     """Start Serve's HTTP proxy on serve.host:port, run the app, wait for /readyz; the base URL."""
     sv = build(ServeSettings, settings["serve"])
-    serve.start(http_options={"host": sv.host, "port": sv.port})
+    # Per-request access logs at INFO drown a demo or CI log; keep them when someone watches a TTY.
+    logs = {"log_level": log_level(build(RaySettings, settings["ray"]))}
+    serve.start(http_options={"host": sv.host, "port": sv.port}, logging_config=logs)
     serve.run(build_app(settings, bundle_path, loader), name=sv.app_name,
-              route_prefix=sv.route_prefix, blocking=False)
+              route_prefix=sv.route_prefix, blocking=False, logging_config=logs)
     base_url = f"http://{sv.host}:{sv.port}{sv.route_prefix.rstrip('/')}"
     wait_ready(base_url, timeout_s)
     return base_url
