@@ -20,13 +20,14 @@ demo: $(STAMP)
 	$(BIN)/python jobs/pipeline.py
 
 test: $(STAMP)
+	$(BIN)/ruff check mlinfra_ray jobs tests
 	$(BIN)/python -m pytest
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
 
 lint: $(STAMP)
-	$(BIN)/ruff check mlinfra_ray jobs tests bench
+	$(BIN)/ruff check mlinfra_ray jobs tests
 
 clean:
 	rm -rf .mlinfra outputs multirun

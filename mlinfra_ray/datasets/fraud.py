@@ -23,7 +23,7 @@ amounts, rows with a wrong field count, malformed JSON lines, and re-sent duplic
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +53,7 @@ def generate_transactions(cfg: SyntheticSettings, drift: str | None = None,
     channel_pref = rng.dirichlet([4.0, 3.0, 2.0], cfg.n_users)
     merchant_cat = rng.integers(0, len(CATEGORIES), cfg.n_merchants)
 
-    start = datetime.fromisoformat(cfg.start).replace(tzinfo=timezone.utc).timestamp()
+    start = datetime.fromisoformat(cfg.start).replace(tzinfo=UTC).timestamp()
     seconds = rng.uniform(0, cfg.days * 86400, n)
     hour = (seconds % 86400) // 3600
     night = hour < 6  # fewer transactions at night: move a share of them to the afternoon

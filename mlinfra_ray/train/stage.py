@@ -14,7 +14,12 @@ import pyarrow as pa
 from mlinfra_ray.bundle import load_bundle, save_bundle, score
 from mlinfra_ray.cluster import plan_training
 from mlinfra_ray.evaluate import choose_threshold, classification_metrics
-from mlinfra_ray.features.transforms import drift_columns, drift_matrix, fit_feature_state, transform
+from mlinfra_ray.features.transforms import (
+    drift_columns,
+    drift_matrix,
+    fit_feature_state,
+    transform,
+)
 from mlinfra_ray.ingest import read_clean
 from mlinfra_ray.lineage import lineage_tags
 from mlinfra_ray.models import build_model

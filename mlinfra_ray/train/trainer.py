@@ -10,7 +10,7 @@ import json
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,7 @@ class EpochProgress(UserCallback):
 def run_name(settings: Settings) -> str:
     if settings.trainer.run_name:
         return settings.trainer.run_name
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     return f"train-{stamp}-{uuid.uuid4().hex[:6]}"
 
 

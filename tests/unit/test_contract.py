@@ -1,7 +1,7 @@
 """Table-driven contract tests: each kind of defect gets its reason code, good values coerce."""
 
 import dataclasses
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pyarrow as pa
 import pytest
@@ -14,7 +14,7 @@ GOOD = dict(transaction_id="tx00000001", user_id="u000001", merchant_id="m00001"
             event_time="2026-01-02T03:04:05Z", amount="12.5", channel="web",
             merchant_category="travel", country="US", distance_from_home_km="1.5",
             device_age_days="30", is_fraud="0")
-TS = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+TS = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
 def run(**changes):

@@ -9,7 +9,10 @@ import pytest
 from mlinfra_ray.compose import compose_settings
 from mlinfra_ray.datasets.fraud import generate_transactions
 from mlinfra_ray.features.transforms import (
-    drift_columns, drift_matrix, fit_feature_state, transform,
+    drift_columns,
+    drift_matrix,
+    fit_feature_state,
+    transform,
 )
 
 SETTINGS = compose_settings(["data.synthetic.rows=3000"])
