@@ -6,6 +6,7 @@ the default resource plan completes with `ray.init(num_cpus=2)` (2 DDP workers +
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,12 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def run_job(script: str, *overrides: str, timeout: int = 600) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     return subprocess.run([sys.executable, f"jobs/{script}", *overrides], cwd=ROOT, env=env,
@@ -35,7 +42,8 @@ def root(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def summary(root):
-    proc = run_job("pipeline.py", "debug=fast", "ray.num_cpus=2", f"paths.root={root}")
+    proc = run_job("pipeline.py", "debug=fast", "ray.num_cpus=2", f"paths.root={root}",
+                   f"serve.port={free_port()}")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     line = next(x for x in proc.stdout.splitlines() if x.startswith("SUMMARY_JSON "))
     assert "mlinfra_ray pipeline summary" in proc.stdout
