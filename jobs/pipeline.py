@@ -6,8 +6,6 @@
     ray job submit --working-dir . -- python jobs/pipeline.py paths.root=/shared/mlinfra ray=cluster
 """
 
-import json
-
 import hydra
 from omegaconf import DictConfig
 
@@ -20,7 +18,6 @@ from mlinfra_ray.pipeline import run_pipeline
 def main(cfg: DictConfig) -> float:
     summary = run_pipeline(to_settings(cfg))
     print_summary(summary)
-    print("SUMMARY_JSON " + json.dumps(summary, default=str))
     return summary["train"]["test"]["auc_pr"]
 
 

@@ -31,7 +31,7 @@ def print_summary(summary: dict[str, Any]) -> None:
             f"drift    clean traffic flagged: {serve['clean_drift']}; drifted traffic flagged: "
             f"{serve['shifted_drift']} (top drifted: {serve['top_drifted']})",
         ]
-    lines += [f"total    {summary['seconds']} s", "=" * 72]
+    lines += [f"total    {summary['seconds']} s; details in {summary['path']}", "=" * 72]
     print("\n".join(lines), flush=True)
 
 

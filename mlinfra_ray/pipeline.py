@@ -62,6 +62,8 @@ def run_pipeline(settings: Settings, serve_demo: bool = True) -> dict[str, Any]:
 
         summary["serve"] = run_serve_demo(settings)
     summary["seconds"] = round(time.monotonic() - started, 1)
+    summary["path"] = str(Path(settings.paths.root) / "summary.json")
+    Path(summary["path"]).write_text(json.dumps(summary, indent=2, default=str))
     return summary
 
 

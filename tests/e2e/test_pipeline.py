@@ -45,9 +45,8 @@ def summary(root):
     proc = run_job("pipeline.py", "debug=fast", "ray.num_cpus=2", f"paths.root={root}",
                    f"serve.port={free_port()}")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    line = next(x for x in proc.stdout.splitlines() if x.startswith("SUMMARY_JSON "))
     assert "mlinfra_ray pipeline summary" in proc.stdout
-    return json.loads(line.removeprefix("SUMMARY_JSON "))
+    return json.loads((root / "summary.json").read_text())
 
 
 def test_every_raw_row_is_accounted_for(summary, root):
