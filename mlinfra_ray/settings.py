@@ -113,6 +113,21 @@ class ModelSettings:
 
 
 @dataclass(frozen=True)
+class SliceSpec:
+    """Report metrics per value of `column`, or per numeric bucket between `bins` edges."""
+
+    column: str
+    bins: list[float] | None = None
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    slices: list[SliceSpec] = field(default_factory=list)
+    calibration_bins: int = 10  # equal-width probability bins of the expected calibration error
+    min_slice_rows: int = 50  # smaller slices report counts but no AUCs
+
+
+@dataclass(frozen=True)
 class TrainerSettings:
     max_epochs: int = 5
     batch_size: int = 256
@@ -124,6 +139,17 @@ class TrainerSettings:
     max_failures: int = 1  # worker crashes survived by restarting from the last checkpoint
     seed: int = 7
     run_name: str | None = None  # None: a fresh unique name (never an accidental resume)
+    resume: bool = False  # True: continue `run_name` from its last checkpoint if it exists
+    monitor: Literal["valid_loss", "valid_auc_pr"] = "valid_loss"  # early stopping and best-k
+    keep_checkpoints: int = 2  # best-k by `monitor`
+    imbalance: Literal["pos_weight", "oversample", "none"] = "pos_weight"
+    oversample_to: float = 0.2  # imbalance=oversample: positive share of the training rows
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU
+    cache_shard: bool = True  # keep each worker's shard as tensors on its device after one pass
+    shuffle: bool = True  # seeded per-epoch shuffle of the training shard
+    calibrate: bool = True  # Platt scaling on the validation window, folded into the last layer
+    fail_at_epoch: int | None = None  # fault injection: the last worker raises once at this epoch
+    evaluation: EvalSettings = field(default_factory=EvalSettings)
 
 
 @dataclass(frozen=True)
@@ -142,27 +168,83 @@ class ServeDemoSettings:
 
 
 @dataclass(frozen=True)
+class AutoscalingSettings:
+    """Ray Serve autoscaling of the predictor (passed through as `autoscaling_config`)."""
+
+    min_replicas: int = 1
+    max_replicas: int = 2
+    target_ongoing_requests: float = 8.0
+    upscale_delay_s: float = 5.0
+    downscale_delay_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    """Optional API-key auth. Config names where the key lives; the key itself never sits in config."""
+
+    enabled: bool = False
+    api_key_env: str = "MLINFRA_API_KEY"  # name of the environment variable read by the ingress
+    api_key_file: str | None = None  # a file holding the key (wins over the variable when set)
+    public_paths: list[str] = field(default_factory=lambda: ["/healthz", "/readyz", "/metrics"])
+
+
+@dataclass(frozen=True)
 class ServeSettings:
     host: str = "127.0.0.1"
     port: int = 8000
     app_name: str = "mlinfra"
     route_prefix: str = "/"
     predictor_replicas: int = 1
+    autoscaling: AutoscalingSettings | None = None  # set: predictor_replicas is ignored
     max_batch_size: int = 64
     batch_wait_timeout_s: float = 0.01
     max_ongoing_requests: int = 32
     max_queued_requests: int = 256
     max_records_per_request: int = 1000
+    max_body_bytes: int = 1_048_576  # larger bodies get 413 before they are parsed
+    request_timeout_s: float = 30.0  # predictor call; past it the ingress answers 503
     cpus_per_replica: float = 0.25
+    bundle_path: str | None = None  # a local bundle folder instead of the registry alias
+    alias_poll_s: float = 10.0  # how often replicas re-resolve the alias (hot swap); 0: never
+    online_store: str = "none"  # online feature lookups (mlinfra_ray.serve.online); "none": off
+    auth: AuthSettings = field(default_factory=AuthSettings)
     demo: ServeDemoSettings = field(default_factory=ServeDemoSettings)
 
 
 @dataclass(frozen=True)
+class MMDSettings:
+    """Multivariate MMD (alibi-detect, pytorch backend) on subsamples of reference and window."""
+
+    enabled: bool = True
+    reference_size: int = 500
+    max_window: int = 500
+    n_permutations: int = 100
+
+
+@dataclass(frozen=True)
+class OnlineDriftSettings:
+    """Optional MMDDriftOnline: per-record updates, threshold set for an expected run time."""
+
+    enabled: bool = False
+    ert: float = 500.0  # expected records between false alarms when there is no drift
+    window_size: int = 50
+    reference_size: int = 300
+    n_bootstraps: int = 1000
+
+
+@dataclass(frozen=True)
 class DriftSettings:
+    enabled: bool = True  # false: no monitor deployment, no hand-off (for overhead comparisons)
     window_size: int = 500
-    p_val: float = 0.05
+    p_val: float = 0.05  # family-wise level per window, split across the enabled tests
+    correction: Literal["bonferroni", "fdr"] = "bonferroni"  # across per-feature tests
     reference_size: int = 2_000
     max_pending: int = 64  # fire-and-forget hand-offs in flight before new ones are dropped
+    score_test: bool = True  # KS test of prediction scores against the bundle's reference scores
+    mmd: MMDSettings = field(default_factory=MMDSettings)
+    online: OnlineDriftSettings = field(default_factory=OnlineDriftSettings)
+    report_dir: str | None = None  # jobs/drift_report.py output; None: <paths.root>/reports/drift
+    report_data: str | None = None  # parquet file/folder to compare; None: the clean lake
 
 
 @dataclass(frozen=True)
@@ -175,12 +257,56 @@ class RaySettings:
 
 
 @dataclass(frozen=True)
+class PromotionSettings:
+    """The gate between the `challenger` and `champion` aliases (mlinfra_ray.promotion)."""
+
+    metric: Literal["auc_pr", "auc_roc"] = "auc_pr"
+    min_improvement: float = 0.005  # challenger must beat the champion by this on the same holdout
+    max_calibration_error: float = 0.05  # sanity bound on the challenger's holdout ECE
+    challenger_alias: str = "challenger"
+    auto: bool = True  # run the gate right after training/tuning registers a challenger
+
+
+@dataclass(frozen=True)
 class TrackingSettings:
     uri: str
     artifact_location: str | None = None  # None: MLflow's default (./mlruns, relative to the cwd)
     experiment: str = "mlinfra"
     registered_model: str = "fraud-detector"
     alias: str = "champion"
+    promotion: PromotionSettings = field(default_factory=PromotionSettings)
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One search-space entry: uniform/loguniform/int need low+high; choice/grid need values."""
+
+    type: Literal["uniform", "loguniform", "int", "choice", "grid"]
+    low: float | None = None
+    high: float | None = None
+    values: list[Any] | None = None
+
+
+@dataclass(frozen=True)
+class AshaSettings:
+    grace_period: int = 1  # epochs before a trial can be stopped
+    reduction_factor: int = 2
+
+
+@dataclass(frozen=True)
+class TuneSettings:
+    name: str | None = None  # None: a fresh sweep name; set it (with resume=true) to restore one
+    resume: bool = False
+    num_samples: int = 6
+    metric: str = "valid_auc_pr"
+    mode: Literal["min", "max"] = "max"
+    searcher: Literal["optuna", "random"] = "optuna"
+    scheduler: Literal["asha", "fifo"] = "asha"
+    asha: AshaSettings = field(default_factory=AshaSettings)
+    max_concurrent: int | None = None  # None: as many trials as the cluster's CPUs fit
+    driver_cpus: float = 0.25  # each trial's driver process (it mostly waits on its workers)
+    max_trial_failures: int = 0  # retries of a failed trial; the sweep goes on either way
+    space: dict[str, ParamSpec] = field(default_factory=dict)  # dotted config key -> spec
 
 
 @dataclass(frozen=True)
@@ -206,6 +332,7 @@ class Settings:
     tracking: TrackingSettings
     paths: PathSettings
     seed: int = 7
+    tune: TuneSettings = field(default_factory=TuneSettings)
 
 
 def build(cls: type, data: Any, where: str = "") -> Any:
@@ -252,6 +379,11 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             raise SettingsError(f"{where}: expected a list, got {value!r}")
         (item_tp,) = typing.get_args(tp)
         return [_coerce(item_tp, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise SettingsError(f"{where}: expected a mapping, got {value!r}")
+        _, item_tp = typing.get_args(tp)
+        return {k: _coerce(item_tp, v, f"{where}.{k}") for k, v in value.items()}
     if dataclasses.is_dataclass(tp):
         return build(tp, value, where)
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
