@@ -90,6 +90,8 @@ class NumericFeature:
     name: str
     log: bool = False  # log1p before scaling: heavy-tailed money amounts
     clip: list[float] | None = None
+    indicator: bool | None = None  # a missing-value column; None: if the training window has gaps
+    buckets: int = 0  # > 0: also one-hot quantile buckets (edges fitted on the training window)
 
 
 @dataclass(frozen=True)
@@ -99,10 +101,54 @@ class CategoricalFeature:
 
 
 @dataclass(frozen=True)
+class HashedFeature:
+    """High-cardinality IDs: one-hot of a stable hash (blake2b), no vocabulary to fit or ship."""
+
+    name: str
+    buckets: int = 32  # slot 0 is missing; values share buckets 1..buckets-1
+
+
+@dataclass(frozen=True)
+class FeatureView:
+    """Entity aggregations over event-time windows (mlinfra_ray.features.aggregations)."""
+
+    name: str
+    entity: str  # an entity key of the contract; its regex validates online lookups
+    column: str  # the value aggregated
+    functions: list[Literal["count", "sum", "mean", "max"]] = field(default_factory=lambda: ["count"])
+    windows: list[str] = field(default_factory=lambda: ["24h"])  # "30m", "1h", "24h", "7d"
+    ttl: str = "7d"  # older values are missing: in the offline join and online alike
+    since_last: bool = True  # seconds from the entity's previous event to the scored one
+
+
+@dataclass(frozen=True)
+class SkewCheckSettings:
+    sample_entities: int = 200  # per view
+    max_mismatch_fraction: float = 0.0  # jobs/skew_check.py exits non-zero above it
+    seed: int = 7
+
+
+@dataclass(frozen=True)
 class FeatureSettings:
     numeric: list[NumericFeature]
     categorical: list[CategoricalFeature]
     time_parts: list[Literal["hour", "dow"]] = field(default_factory=list)
+    hashed: list[HashedFeature] = field(default_factory=list)
+    views: list[FeatureView] = field(default_factory=list)
+    use_views: bool = False  # join views point-in-time into training; serving then needs an online store
+    offline_path: str | None = None  # the offline store; None: <paths.root>/feature_store
+    skew_check: SkewCheckSettings = field(default_factory=SkewCheckSettings)
+
+
+@dataclass(frozen=True)
+class OnlineStoreSettings:
+    """Latest feature values per entity (mlinfra_ray.features.online): sqlite embedded, redis shared."""
+
+    type: Literal["sqlite", "redis"] = "sqlite"
+    path: str | None = None  # sqlite file; None: <paths.root>/online_store.sqlite
+    url: str = "redis://127.0.0.1:6379/0"  # redis only
+    namespace: str = "mlinfra"  # key prefix, so several deployments can share one Redis
+    timeout_s: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -333,6 +379,7 @@ class Settings:
     paths: PathSettings
     seed: int = 7
     tune: TuneSettings = field(default_factory=TuneSettings)
+    online_store: OnlineStoreSettings = field(default_factory=OnlineStoreSettings)
 
 
 def build(cls: type, data: Any, where: str = "") -> Any:
