@@ -9,7 +9,7 @@ offline and online. The label column is never part of a request.
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
@@ -42,11 +42,13 @@ def request_model(contract: ContractSettings) -> type[BaseModel]:
 
 
 class _Records(BaseModel):
-    """Accepts `{"records": [...]}` or one bare record object (wrapped into a list of one)."""
+    """Accepts `{"records": [...]}`, a bare JSON array of records, or one bare record object."""
 
     @model_validator(mode="before")
     @classmethod
     def _wrap_single(cls, data: Any) -> Any:
+        if isinstance(data, list):
+            return {"records": data}
         if isinstance(data, dict) and "records" not in data:
             return {"records": [data]}
         return data
@@ -57,6 +59,27 @@ def predict_request_model(contract: ContractSettings, max_records: int) -> type[
     record = request_model(contract)
     return create_model("PredictRequest", __base__=_Records,
                         records=(list[record], Field(min_length=1, max_length=max_records)))
+
+
+def response_id_field(contract: ContractSettings) -> str | None:
+    """The request column echoed in each prediction so callers can match them: the dedup key."""
+    key = contract.dedup_key
+    if key and key != contract.label and any(c.name == key for c in contract.columns):
+        return key
+    return None
+
+
+def response_model(contract: ContractSettings) -> type[BaseModel]:
+    """The /predict answer: per record its id (the contract's dedup key), score and decision."""
+    fields: dict[str, Any] = {}
+    key = response_id_field(contract)
+    if key:
+        fields[key] = (str | None, Field(default=None, description="echoed from the request"))
+    fields["score"] = (float, Field(ge=0.0, le=1.0, description="model probability"))
+    fields[contract.label] = (bool, Field(description="score >= the model's decision threshold"))
+    prediction = create_model(f"{_title(contract.name)}Prediction", **fields)
+    model_ref = create_model("ModelRef", version=(str, ...), alias=(str, ...))
+    return create_model("PredictResponse", predictions=(list[prediction], ...), model=(model_ref, ...))
 
 
 def parse_predict(model: type[BaseModel], body: bytes) -> list[dict[str, Any]]:
@@ -121,7 +144,11 @@ def _assume_timezone(tz: str) -> Any:
     zone = ZoneInfo(tz)
 
     def assume(value: datetime) -> datetime:
-        return value.replace(tzinfo=zone) if value.tzinfo is None else value
+        value = value.replace(tzinfo=zone) if value.tzinfo is None else value
+        try:  # stored as UTC: an instant that has no UTC datetime (year 1 at +14:00) is invalid input
+            return value.astimezone(UTC)
+        except (OverflowError, ValueError) as err:
+            raise PydanticCustomError("datetime_range", "Timestamp out of range in UTC") from err
 
     return assume
 

@@ -14,11 +14,10 @@ import pyarrow as pa
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from mlinfra_ray.bundle import load_bundle, save_bundle
+from mlinfra_ray.bundle import load_bundle
 from mlinfra_ray.compose import compose_settings
+from mlinfra_ray.datasets.bundles import synthetic_bundle
 from mlinfra_ray.datasets.fraud import generate_transactions
-from mlinfra_ray.features.transforms import drift_columns, drift_matrix, fit_feature_state
-from mlinfra_ray.models import build_model
 from mlinfra_ray.settings import to_dict
 
 pytestmark = [pytest.mark.ray]
@@ -44,17 +43,8 @@ def data():
 @pytest.fixture(scope="module")
 def bundle_dir(data, tmp_path_factory):
     settings, train, _, _ = data
-    state = fit_feature_state(train, settings.features, settings.contract.event_time)
-    names, cats = drift_columns(state)
-    model_cfg = {"name": "mlp", "hidden": [8], "dropout": 0.0}
-    model = build_model(model_cfg, len(state["feature_names"]))  # untrained: scores still vary
-    parts = {"feature_state": state, "contract": dataclasses.asdict(settings.contract),
-             "model": model_cfg, "config": {}, "lineage": {"data_snapshot": "test", "git_sha": "x"},
-             "metrics": {"threshold": 0.5},
-             "drift": {"columns": names, "categories": {str(k): v for k, v in cats.items()},
-                       "p_val": 0.05}}
     path = tmp_path_factory.mktemp("bundles") / "fraud-v1"
-    return save_bundle(path, model.state_dict(), parts, drift_matrix(state, train))
+    return synthetic_bundle(path, settings, train=train, lineage={"data_snapshot": "test"})
 
 
 @pytest.fixture(scope="module")
@@ -172,14 +162,14 @@ class _StuckMonitor:
         self.calls = 0
         self.observe = self
 
-    def remote(self, rows):
+    def remote(self, rows, *rest):
         self.calls += 1
         return asyncio.get_running_loop().create_future()  # never resolved
 
 
 def test_drift_handoff_is_fire_and_forget_and_capped():
     """No cluster needed: the ingress hand-off alone, against a monitor that never answers."""
-    from mlinfra_ray.serve.app import DriftHandoff
+    from mlinfra_ray.serve.handoff import DriftHandoff
 
     counted = []
     handoff = DriftHandoff(_StuckMonitor(), max_pending=3, on_drop=counted.append)

@@ -1,0 +1,94 @@
+"""The Ingress deployment: the FastAPI app of `serve.api`, backed by deployment handles.
+
+The app is built late (`@serve.ingress()` + `__serve_build_asgi_app__`, run in the replica after
+`__init__`): request models need the contract of the model actually served, which the predictor
+reports. Building it in the replica also avoids pickling FastAPI routes by value.
+
+One replica by design: its process-local registry then counts every request exactly (see
+serve/metrics.py). It only validates and forwards; scoring scales in the Predictor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from ray import serve
+from ray.exceptions import RayActorError
+from ray.serve.exceptions import BackPressureError
+from ray.serve.handle import DeploymentHandle
+
+from mlinfra_ray.serve.api import ApiConfig, Unavailable, build_api
+from mlinfra_ray.serve.guard import load_api_key
+from mlinfra_ray.serve.handoff import DriftHandoff
+from mlinfra_ray.serve.metrics import ServeMetrics
+from mlinfra_ray.settings import AuthSettings, ContractSettings, build
+
+log = logging.getLogger(__name__)
+CALL_TIMEOUT_S = 10.0  # control-plane calls (/readyz, /drift, /metrics) must not hang a probe
+
+
+class HandleService:
+    """`serve.api.Service` over the Predictor and DriftMonitor handles."""
+
+    def __init__(self, predictor: DeploymentHandle, monitor: DeploymentHandle | None,
+                 metrics: ServeMetrics, timeout_s: float, max_pending: int) -> None:
+        self.predictor, self.monitor, self.metrics, self.timeout_s = predictor, monitor, metrics, timeout_s
+        self.handoff = DriftHandoff(monitor, max_pending, metrics.drift_dropped.inc) if monitor else None
+
+    async def predict(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        try:
+            out = await asyncio.wait_for(self.predictor.predict_records.remote(records), self.timeout_s)
+        except BackPressureError as err:  # the predictor's bounded queue is full
+            raise Unavailable("predictor overloaded; retry later") from err
+        except RayActorError as err:  # the replica died mid-request; Serve replaces it
+            raise Unavailable("predictor replica lost; retry") from err
+        except TimeoutError as err:
+            raise Unavailable(f"predictor did not answer within {self.timeout_s:g} s") from err
+        if self.handoff is not None and out["drift_rows"] is not None:
+            self.handoff.send(out["drift_rows"], out["scores"], out["model"]["version"])
+        return out
+
+    async def model_info(self) -> dict[str, Any]:
+        return await asyncio.wait_for(self.predictor.model_info.remote(), CALL_TIMEOUT_S)
+
+    async def ready(self) -> None:
+        await self.model_info()
+        if self.monitor is not None:
+            await asyncio.wait_for(self.monitor.report.remote(), CALL_TIMEOUT_S)
+
+    async def drift(self) -> dict[str, Any] | None:
+        if self.monitor is None or self.handoff is None:
+            return None
+        report = await asyncio.wait_for(self.monitor.report.remote(), CALL_TIMEOUT_S)
+        return {**report, "pending": len(self.handoff.pending), "dropped": self.handoff.dropped}
+
+    async def refresh_metrics(self) -> None:
+        if self.monitor is None:
+            return
+        try:
+            self.metrics.drift.update(await asyncio.wait_for(self.monitor.report.remote(), CALL_TIMEOUT_S))
+        except Exception:  # noqa: BLE001 — a slow monitor must not break the scrape: keep last values
+            log.warning("drift report unavailable; exporting the previous values")
+
+
+@serve.deployment(num_replicas=1)
+@serve.ingress()
+class Ingress:
+    async def __init__(self, predictor: DeploymentHandle, monitor: DeploymentHandle | None,
+                       config: dict[str, Any]) -> None:
+        self.metrics = ServeMetrics()
+        self.service = HandleService(predictor, monitor, self.metrics, float(config["request_timeout_s"]),
+                                     int(config["max_pending"]))
+        # Validate against the contract the served model was trained with, not the caller's config.
+        info = await predictor.model_info.remote()
+        self.contract = build(ContractSettings, info["contract"])
+        self.metrics.set_model(str(info["version"]), str(info["alias"]), info.get("created_at"))
+        auth = build(AuthSettings, config["auth"])
+        self.config = ApiConfig(max_records=int(config["max_records"]),
+                                max_body_bytes=int(config["max_body_bytes"]),
+                                api_key=load_api_key(auth), public_paths=list(auth.public_paths))
+
+    def __serve_build_asgi_app__(self) -> Any:
+        return build_api(self.service, self.contract, self.metrics, self.config)

@@ -1,0 +1,69 @@
+"""The DriftMonitor deployment: windows of served records tested off the request path.
+
+One replica by design: drift is a property of *all* traffic, so one window sees every record.
+Each hand-off carries the version that scored the rows; rows of a new version (after a hot swap)
+are tested against that version's reference, and the partly filled window of the old version is
+discarded (counters stay cumulative, so /drift never goes backwards).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import numpy as np
+from ray import serve
+
+from mlinfra_ray.serve.loader import Loader, load_served_bundle
+from mlinfra_ray.settings import DriftSettings, build
+
+log = logging.getLogger(__name__)
+
+
+@serve.deployment(num_replicas=1)
+class DriftMonitor:
+    def __init__(self, source: dict[str, Any], settings: dict[str, Any],
+                 loader: Loader = load_served_bundle) -> None:
+        import torch
+
+        from mlinfra_ray.drift import DriftWindow
+
+        torch.set_num_threads(1)  # MMD permutations: one core, leave the rest to serving
+        self.source, self.loader = source, loader
+        self.settings = build(DriftSettings, settings)
+        self.window = DriftWindow(self.settings.window_size)
+        self._install(*loader(source))
+        self.last_check: float | None = None
+        self.online: dict[str, Any] | None = None
+        self._lock = asyncio.Lock()  # one check at a time, so `latest` is the newest window
+
+    def _install(self, bundle: Any, info: dict[str, Any]) -> None:
+        from mlinfra_ray.drift import suite_from_bundle
+
+        self.suite = suite_from_bundle(bundle, self.settings)
+        self.model = {"version": str(info["version"]), "alias": str(info["alias"])}
+
+    async def observe(self, rows: Any, scores: Any, version: str | None = None) -> None:
+        """Buffer a hand-off; check every window it fills. Called fire-and-forget by the ingress."""
+        async with self._lock:  # checks run in a thread: report() stays responsive meanwhile
+            if version is not None and version != self.model["version"]:
+                await self._switch(version)
+            data = np.column_stack([np.asarray(rows, np.float32), np.asarray(scores, np.float32)])
+            for window in self.window.add(data):
+                report = await asyncio.to_thread(self.suite.check, window[:, :-1], window[:, -1])
+                self.window.record({**report, "model": self.model})
+                self.last_check = time.time()
+            if self.suite.online is not None:
+                self.online = await asyncio.to_thread(self.suite.online.update, data[:, :-1])
+
+    async def _switch(self, version: str) -> None:
+        bundle, info = await asyncio.to_thread(self.loader, {**self.source, "version": version})
+        dropped = self.window.clear_buffer()
+        self._install(bundle, info)
+        log.info("drift reference switched to version %s (%d buffered rows discarded)", version, dropped)
+
+    async def report(self) -> dict[str, Any]:
+        return {**self.window.state(), "columns": self.suite.names, "model": self.model,
+                "last_check": self.last_check, "online": self.online}
