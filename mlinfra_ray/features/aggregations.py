@@ -108,12 +108,20 @@ def window_max(x: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
     return np.where(np.isneginf(out), np.nan, out)
 
 
-def compute_view(ds: Any, view: FeatureView, event_time: str) -> Any:
-    """The view's offline rows from a Ray Dataset of events, grouped by entity with Ray Data."""
+def compute_view(ds: Any, view: FeatureView, event_time: str, partitions: int | None = None) -> Any:
+    """The view's offline rows from a Ray Dataset of events, grouped by entity with Ray Data.
+
+    `partitions` (default: the cluster's CPUs) bounds the shuffle's reduce tasks, and so the
+    number of Parquet files per write: Ray's default (200) leaves hundreds of tiny files that
+    make every later read slow.
+    """
+    import ray
+
+    partitions = partitions or max(1, int(ray.cluster_resources().get("CPU", 1)))
     cols = list(dict.fromkeys([view.entity, event_time, view.column]))
     return (ds.select_columns(cols)
               .map_batches(_drop_null_keys, batch_format="pyarrow", fn_kwargs={"key": view.entity})
-              .groupby(view.entity)
+              .groupby(view.entity, num_partitions=partitions)
               .map_groups(aggregate_entity, batch_format="pyarrow",
                           fn_kwargs={"view": view, "event_time": event_time}))
 
