@@ -135,7 +135,7 @@ def run_sweep(settings: Settings, cluster: dict[str, float], snapshot_id: str) -
     """Sweep (or restore an interrupted sweep), then bundle + register + gate the best trial."""
     from ray import tune
 
-    _check(settings)
+    check_sweep(settings)
     name, data = sweep_name(settings), prepare(settings)
     plan = plan_sweep(settings, cluster)
     trainable = tune.with_resources(
@@ -219,7 +219,7 @@ def _trial_id(result: Any) -> str:
     return Path(result.path).name  # trial_dirname_creator names trial folders by trial id
 
 
-def _check(settings: Settings) -> None:
+def check_sweep(settings: Settings) -> None:
     t = settings.tune
     if t.metric not in ("valid_loss", "valid_auc_pr") or monitor_mode(t.metric) != t.mode:
         raise SettingsError(f"tune.metric/mode: {t.metric}/{t.mode} must be valid_loss/min or valid_auc_pr/max "
