@@ -15,6 +15,8 @@ serve.yaml (`serve run serve.yaml`); `deploy` is what jobs/serve.py and the demo
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
 import urllib.request
 from typing import Any
@@ -28,9 +30,10 @@ from mlinfra_ray.serve.loader import Loader, load_served_bundle, model_source
 from mlinfra_ray.serve.monitor import DriftMonitor
 from mlinfra_ray.serve.online import check_kind
 from mlinfra_ray.serve.predictor import Predictor
-from mlinfra_ray.settings import DriftSettings, RaySettings, ServeSettings, build, to_dict
+from mlinfra_ray.settings import DriftSettings, RaySettings, ServeSettings, Settings, build, to_dict
 
-__all__ = ["DriftHandoff", "app_builder", "build_app", "deploy", "shutdown_serve", "wait_ready"]
+__all__ = ["DriftHandoff", "app_builder", "build_app", "deploy", "serve_forever", "shutdown_serve",
+           "wait_ready"]
 
 
 def build_app(settings: dict[str, Any], bundle_path: str | None = None,
@@ -106,6 +109,30 @@ def wait_ready(base_url: str, timeout_s: float) -> None:
             last = repr(err)
         time.sleep(0.5)
     raise TimeoutError(f"{base_url}/readyz not ready after {timeout_s:.0f} s: {last}")
+
+
+def serve_forever(settings: Settings) -> str:
+    """jobs/serve.py: deploy; on a cluster of our own, block until SIGINT/SIGTERM, then tear down.
+
+    Joining a running cluster (`ray.address` set, e.g. a submitted job), the app is left running
+    (Serve apps outlive the driver that deployed them) and the base URL is returned at once.
+    """
+    from mlinfra_ray.cluster import connect, shutdown
+
+    connect(settings.ray)
+    base_url = deploy(to_dict(settings))
+    source = settings.serve.bundle_path or f"{settings.tracking.registered_model}@{settings.tracking.alias}"
+    print(f"serving {source} at {base_url} (OpenAPI: {base_url}/docs)", flush=True)
+    if settings.ray.address:
+        return base_url
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    print("stopping: shutting down Serve and the local Ray cluster", flush=True)
+    shutdown_serve()
+    shutdown()
+    return base_url
 
 
 def shutdown_serve() -> None:
