@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mlinfra_ray.settings import RaySettings, ScalingSettings
 
@@ -30,12 +30,13 @@ class TrainPlan:
     cpus_per_worker: float
     gpus_per_worker: float
     data_cpus: float
+    custom: dict[str, float] = field(default_factory=dict)  # node-type resources (cluster.yaml)
 
     def resources_per_worker(self) -> dict[str, float]:
         res = {"CPU": self.cpus_per_worker}
         if self.gpus_per_worker:
             res["GPU"] = self.gpus_per_worker
-        return res
+        return {**res, **self.custom}
 
 
 def connect(settings: RaySettings) -> dict[str, float]:
@@ -83,7 +84,17 @@ def plan_training(scaling: ScalingSettings, ray_settings: RaySettings,
     if gpus and gpus * workers > float(cluster.get("GPU", 0)) + 1e-9:
         raise ResourceError(f"{workers} workers x {gpus:g} GPU, but the cluster has "
                             f"{cluster.get('GPU', 0):g} GPUs")
-    return TrainPlan(workers if scaling.num_workers > 0 else 0, cpus, gpus, total - cpus * workers)
+    _check_custom(scaling.worker_resources, workers, cluster)
+    return TrainPlan(workers if scaling.num_workers > 0 else 0, cpus, gpus, total - cpus * workers,
+                     dict(scaling.worker_resources))
+
+
+def _check_custom(resources: dict[str, float], workers: int, cluster: dict[str, float]) -> None:
+    """A custom resource no node offers would leave the trainer waiting forever: fail now."""
+    for name, amount in resources.items():
+        if amount * workers > float(cluster.get(name, 0)) + 1e-9:
+            raise ResourceError(f"{workers} workers x {amount:g} '{name}', but the cluster offers "
+                                f"{cluster.get(name, 0):g} (nodes advertise it in cluster.yaml `resources`)")
 
 
 def _round_down(cpus: float) -> float:

@@ -204,6 +204,9 @@ class ScalingSettings:
     use_gpu: bool = False
     cpus_per_worker: float | None = None  # None: planned so Ray Data keeps its reserved CPUs
     gpus_per_worker: float = 1.0
+    # Custom resources each worker also needs, e.g. {cpu_worker: 1}: pins workers to a node type of
+    # cluster.yaml (each such node advertises one unit, so workers also land on distinct nodes).
+    worker_resources: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
