@@ -24,6 +24,8 @@ import pyarrow.compute as pc
 from mlinfra_ray.settings import FeatureView
 
 FEATURE_TIME = "feature_time"  # offline tables: when the row's values became true
+BUCKET = "__bucket"
+BUCKETS_PER_PARTITION = 4  # bounds the rows one aggregation call holds in memory
 TS_TYPE = pa.timestamp("us", tz="UTC")
 _UNITS_US = {"s": 1_000_000, "m": 60_000_000, "h": 3_600_000_000, "d": 86_400_000_000,
              "w": 7 * 86_400_000_000}
@@ -62,25 +64,38 @@ def to_micros(col: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return pc.fill_null(us, np.iinfo(np.int64).min).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
-def aggregate_entity(events: pa.Table, view: FeatureView, event_time: str) -> pa.Table:
-    """One entity's events → its feature rows (one per distinct event time). Pure numpy, exact.
+def aggregate_events(events: pa.Table, view: FeatureView, event_time: str) -> pa.Table:
+    """Events of any number of entities → feature rows, one per (entity, distinct event time).
 
-    count counts events; sum / mean / max ignore missing values (NaN when a window has none).
+    Vectorized over the whole block: rows sorted by (entity, time) and ranked on one int64 key, so
+    each window's start is one binary search. count counts events; sum / mean / max ignore missing
+    values (NaN when a window has none). Sums use a prefix sum restarted per entity, so an entity's
+    values are bit-identical whichever other entities share its block (incremental writes and a
+    full recomputation agree exactly).
     """
-    events = events.sort_by(event_time)
+    codes = pc.dictionary_encode(pc.cast(events.column(view.entity), pa.string()).combine_chunks()).indices
+    codes = codes.to_numpy(zero_copy_only=False).astype(np.int64)
     ts = to_micros(events.column(event_time))
+    order = np.lexsort((ts, codes))
+    codes, ts = codes[order], ts[order]
     x = pc.cast(events.column(view.column), pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64)
-    last = np.flatnonzero(np.append(ts[1:] != ts[:-1], True))  # last event of each distinct time
+    x = x[order]
+    times = np.unique(ts)
+    width = len(times) + 1  # > any time rank: entity codes never mix in the composite key
+    key = codes * width + np.searchsorted(times, ts)
+    last = np.flatnonzero(np.append(key[1:] != key[:-1], True))  # last event of each distinct time
     end = last + 1
     seen = ~np.isnan(x)
-    csum = np.concatenate([[0.0], np.cumsum(np.where(seen, x, 0.0))])
-    cseen = np.concatenate([[0], np.cumsum(seen)])
-    out: dict[str, Any] = {view.entity: events.column(view.entity).take(pa.array(last)),
+    cseen = np.concatenate([[0], np.cumsum(seen)])  # integers: exact across entities
+    prefix, group_start = _prefix_sums(np.where(seen, x, 0.0), codes)
+    out: dict[str, Any] = {view.entity: events.column(view.entity).take(pa.array(order[last])),
                            FEATURE_TIME: pa.array(ts[last], pa.int64()).cast(TS_TYPE)}
     for w in view.windows:
-        start = np.searchsorted(ts, ts[last] - parse_duration(w), side="right")
+        low = codes[last] * width + np.searchsorted(times, ts[last] - parse_duration(w), side="right")
+        start = np.searchsorted(key, low, side="left")
         n_seen = cseen[end] - cseen[start]
-        total = csum[end] - csum[start]
+        before = np.where(start > group_start[last], prefix[np.maximum(start - 1, 0)], 0.0)
+        total = prefix[last] - before
         values = {"count": (end - start).astype(np.float64), "sum": np.where(n_seen > 0, total, np.nan),
                   "mean": np.where(n_seen > 0, total / np.maximum(n_seen, 1), np.nan)}
         if "max" in view.functions:
@@ -88,6 +103,19 @@ def aggregate_entity(events: pa.Table, view: FeatureView, event_time: str) -> pa
         for fn in view.functions:
             out[f"{view.name}_{fn}_{w}"] = pa.array(values[fn], pa.float64())
     return pa.table(out)
+
+
+def _prefix_sums(x: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Inclusive prefix sums restarted at each entity (rows sorted by entity), and each row's
+    entity start index. A loop over entities, numpy inside: float sums must not carry other
+    entities' rounding."""
+    starts = np.flatnonzero(np.concatenate([[True], codes[1:] != codes[:-1]]))
+    bounds = np.append(starts, len(x))
+    prefix = np.empty_like(x)
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        prefix[a:b] = np.cumsum(x[a:b])
+    group_start = np.repeat(starts, np.diff(bounds))
+    return prefix, group_start
 
 
 def window_max(x: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
@@ -119,15 +147,25 @@ def compute_view(ds: Any, view: FeatureView, event_time: str, partitions: int | 
 
     partitions = partitions or max(1, int(ray.cluster_resources().get("CPU", 1)))
     cols = list(dict.fromkeys([view.entity, event_time, view.column]))
+    # Grouped by a stable hash bucket of the entity, not by the entity: one UDF call per bucket
+    # (all rows of its entities, vectorized) instead of one per entity (20k calls for 20k users).
     return (ds.select_columns(cols)
-              .map_batches(_drop_null_keys, batch_format="pyarrow", fn_kwargs={"key": view.entity})
-              .groupby(view.entity, num_partitions=partitions)
-              .map_groups(aggregate_entity, batch_format="pyarrow",
+              .map_batches(_bucketed, batch_format="pyarrow",
+                           fn_kwargs={"key": view.entity, "buckets": partitions * BUCKETS_PER_PARTITION})
+              .groupby(BUCKET, num_partitions=partitions)
+              .map_groups(_aggregate_bucket, batch_format="pyarrow",
                           fn_kwargs={"view": view, "event_time": event_time}))
 
 
-def _drop_null_keys(batch: pa.Table, key: str) -> pa.Table:
-    return batch.filter(pc.is_valid(batch.column(key)))
+def _bucketed(batch: pa.Table, key: str, buckets: int) -> pa.Table:
+    from mlinfra_ray.features.transforms import hash_index
+
+    batch = batch.filter(pc.is_valid(batch.column(key)))
+    return batch.append_column(BUCKET, pa.array(hash_index(batch.column(key), buckets + 1), pa.int64()))
+
+
+def _aggregate_bucket(events: pa.Table, view: FeatureView, event_time: str) -> pa.Table:
+    return aggregate_events(events.drop_columns([BUCKET]), view, event_time)
 
 
 def expired(view: FeatureView, feature_us: np.ndarray, event_us: np.ndarray, found: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ import pytest
 
 from mlinfra_ray.compose import compose_settings
 from mlinfra_ray.datasets.fraud import generate_transactions
-from mlinfra_ray.features.aggregations import FEATURE_TIME, aggregate_entity, view_columns
+from mlinfra_ray.features.aggregations import FEATURE_TIME, aggregate_events, view_columns
 from mlinfra_ray.features.materialize import materialize
 from mlinfra_ray.features.online import decode_rows, encode_rows, open_store
 from mlinfra_ray.features.skew import skew_check
@@ -50,7 +50,7 @@ def test_views_on_ray_data_equal_the_pure_per_entity_computation(ray_cluster, ev
                                                                          (FEATURE_TIME, "ascending")])
     user = got[view.entity][0].as_py()
     mine = events.filter(pc.equal(events[view.entity], user))
-    expected = aggregate_entity(mine, view, "event_time")
+    expected = aggregate_events(mine, view, "event_time")
     assert got.filter(pc.equal(got[view.entity], user)).equals(expected)
     # one row per (entity, distinct event time)
     pairs = events.group_by([view.entity, "event_time"]).aggregate([])

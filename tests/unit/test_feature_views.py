@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401 - pa.compute
 import pytest
 
 from mlinfra_ray.compose import compose_settings
@@ -12,7 +13,7 @@ from mlinfra_ray.datasets.fraud import generate_transactions
 from mlinfra_ray.features.aggregations import (
     FEATURE_TIME,
     TS_TYPE,
-    aggregate_entity,
+    aggregate_events,
     feature_time_column,
     parse_duration,
     view_columns,
@@ -65,19 +66,36 @@ def brute_force(events: pa.Table, view: FeatureView) -> dict:
     return out
 
 
-def test_aggregate_entity_matches_brute_force():
+def test_aggregate_events_matches_brute_force():
     rng = np.random.default_rng(3)
     times = np.sort(rng.integers(0, 72 * H, 200))
     times[10:14] = times[10]  # several events at the same instant: one feature row for them
     amounts = [None if rng.random() < 0.1 else float(a) for a in rng.lognormal(3, 1, 200)]
     events = pa.table({"user_id": ["u000001"] * 200, "event_time": ts(times), "amount": amounts})
-    got = aggregate_entity(events.take(rng.permutation(200)), VIEW, "event_time")  # order must not matter
+    got = aggregate_events(events.take(rng.permutation(200)), VIEW, "event_time")  # order must not matter
     assert got.num_rows == len(np.unique(times))
     ref = brute_force(events, VIEW)
     for i, t in enumerate(got[FEATURE_TIME].cast(pa.int64()).to_pylist()):
         for w in VIEW.windows:
             for fn in VIEW.functions:
                 np.testing.assert_allclose(got[f"u_{fn}_{w}"][i].as_py(), ref[(t, f"{fn}_{w}")], rtol=1e-9)
+
+
+def test_an_entity_s_rows_do_not_depend_on_the_other_entities_of_its_block():
+    """Blocks hold many entities; incremental writes and full recomputes group them differently."""
+    events = generate_transactions(compose_settings(["data.synthetic.rows=2000",
+                                                     "data.synthetic.n_users=40"]).data.synthetic)
+    view = FeatureView(name="u", entity="user_id", column="amount", functions=["count", "sum", "mean", "max"],
+                       windows=["1h", "24h", "7d"])
+    together = aggregate_events(events, view, "event_time")
+    assert together.num_rows == events.group_by(["user_id", "event_time"]).aggregate([]).num_rows
+    for user in events["user_id"].unique().to_pylist()[:5]:
+        alone = aggregate_events(events.filter(pa.compute.equal(events["user_id"], user)), view, "event_time")
+        mine = together.filter(pa.compute.equal(together["user_id"], user))
+        assert mine.num_rows == alone.num_rows > 0
+        for name in alone.column_names:
+            a, b = mine[name].to_numpy(zero_copy_only=False), alone[name].to_numpy(zero_copy_only=False)
+            assert a.tobytes() == b.tobytes() if a.dtype.kind == "f" else list(a) == list(b), name
 
 
 def features_table(entity, feature_us, values):
