@@ -140,6 +140,8 @@ class OnlineDrift:
         from alibi_detect.cd import MMDDriftOnline
 
         cfg = settings.online
+        if cfg.n_bootstraps <= cfg.ert:  # thresholds are (1 - 1/ert)-quantiles of the bootstraps
+            raise ValueError(f"drift.online.n_bootstraps ({cfg.n_bootstraps}) must exceed ert ({cfg.ert:g})")
         self.encode, self.alarms = encode, 0
         self.detector = MMDDriftOnline(encode(reference), ert=cfg.ert, window_size=cfg.window_size,
                                        backend="pytorch", n_bootstraps=cfg.n_bootstraps,

@@ -36,34 +36,32 @@ def load_served_bundle(source: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         info = {"name": path.name, "version": path.name, "alias": "local", "run_id": "",
                 "created_at": (path / MANIFEST).stat().st_mtime}
         return load_bundle(path), {**info, "loaded_at": time.time()}
+    tracking = build(TrackingSettings, source["tracking"])
     version = source.get("version") or alias_version(source)
-    path, info = _download_version(build(TrackingSettings, source["tracking"]), str(version))
+    if version is None:
+        raise LookupError(f"{tracking.registered_model}@{source['alias']} is not set in {tracking.uri}")
+    path, info = _download_version(tracking, str(version))
     return load_bundle(path), {**info, "alias": source["alias"], "loaded_at": time.time()}
 
 
 def alias_version(source: dict[str, Any]) -> str | None:
-    """The registry version the alias points at now; None for a local bundle (nothing to follow)."""
+    """The registry version the alias points at now (None: local bundle, or alias not set)."""
+    from mlinfra_ray import registry
+
     if source.get("bundle_path"):
         return None
-    tracking = build(TrackingSettings, source["tracking"])
-    mv = _client(tracking).get_model_version_by_alias(tracking.registered_model, source["alias"])
-    return str(mv.version)
+    return registry.alias_version(build(TrackingSettings, source["tracking"]), source["alias"])
 
 
 def _download_version(tracking: TrackingSettings, version: str) -> tuple[Path, dict[str, Any]]:
-    import mlflow
-
-    mv = _client(tracking).get_model_version(tracking.registered_model, version)
-    # A fresh folder per load: replicas on one node never write into each other's download.
-    dst = tempfile.mkdtemp(prefix=f"mlinfra-{tracking.registered_model}-v{version}-")
-    local = mlflow.artifacts.download_artifacts(artifact_uri=mv.source, dst_path=dst,
-                                                tracking_uri=tracking.uri)
-    info = {"name": tracking.registered_model, "version": str(mv.version), "run_id": mv.run_id or "",
-            "created_at": mv.creation_timestamp / 1000.0}
-    return Path(local), info
-
-
-def _client(tracking: TrackingSettings) -> Any:
     from mlflow import MlflowClient
 
-    return MlflowClient(tracking_uri=tracking.uri)
+    from mlinfra_ray import registry
+
+    # A fresh folder per load: replicas on one node never write into each other's download.
+    dst = tempfile.mkdtemp(prefix=f"mlinfra-{tracking.registered_model}-v{version}-")
+    local = registry.download_version(tracking, version, dst)
+    mv = MlflowClient(tracking_uri=tracking.uri).get_model_version(tracking.registered_model, version)
+    info = {"name": tracking.registered_model, "version": str(mv.version), "run_id": mv.run_id or "",
+            "created_at": mv.creation_timestamp / 1000.0}
+    return local, info

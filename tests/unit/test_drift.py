@@ -77,3 +77,115 @@ def test_drift_window_keeps_latest_report_and_counts():
     assert (state["windows_checked"], state["windows_drifted"]) == (2, 1)
     with pytest.raises(ValueError):
         window.add(np.ones(3))
+
+
+# --- the full window suite: per-feature + MMD + score tests, rebuilt from a bundle -------------
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """A bundle fitted on 2000 clean rows, its held-out clean rows and shifted rows (same users)."""
+    import torch
+
+    from mlinfra_ray.bundle import load_bundle
+    from mlinfra_ray.datasets.bundles import synthetic_bundle
+
+    s = compose_settings([])
+    syn = dataclasses.replace(s.data.synthetic, rows=3000, seed=11)
+    clean = generate_transactions(syn, drift="none")
+    bundle = load_bundle(synthetic_bundle(tmp_path_factory.mktemp("b") / "v1", s, train=clean.slice(0, 2000)))
+    torch.manual_seed(0)  # MMD permutations and online bootstraps: deterministic test outcomes
+    return s, bundle, clean.slice(2000), generate_transactions(syn, drift="shift").slice(0, 500)
+
+
+def window_of(bundle, table):
+    from mlinfra_ray.features.transforms import drift_matrix
+
+    return drift_matrix(bundle.feature_state, table), bundle.predict(table)
+
+
+def test_suite_splits_the_level_across_tests_and_passes_clean_windows(served):
+    from mlinfra_ray.drift import suite_from_bundle
+
+    s, bundle, clean, _ = served
+    suite = suite_from_bundle(bundle, s.drift)
+    assert suite.alpha == pytest.approx(s.drift.p_val / 3)  # features, MMD, score
+    report = suite.check(*window_of(bundle, clean.slice(0, 500)))
+    assert set(report["tests"]) == {"features", "mmd", "score"}
+    assert report["is_drift"] is False, report["tests"]
+    assert report["threshold"] == pytest.approx(suite.alpha / len(suite.names))
+
+
+def test_suite_flags_shifted_windows_and_names_the_test(served):
+    from mlinfra_ray.drift import suite_from_bundle
+
+    s, bundle, _, shifted = served
+    report = suite_from_bundle(bundle, s.drift).check(*window_of(bundle, shifted))
+    assert report["is_drift"] is True
+    assert report["tests"]["features"]["is_drift"] and report["tests"]["mmd"]["is_drift"]
+    assert report["p_vals"]["amount"] < report["threshold"]
+
+
+def test_score_test_flags_a_shift_in_scores_alone(served):
+    from mlinfra_ray.drift import suite_from_bundle
+
+    s, bundle, clean, _ = served
+    rows, scores = window_of(bundle, clean.slice(0, 500))
+    report = suite_from_bundle(bundle, s.drift).check(rows, np.clip(scores + 0.1, 0, 1))
+    assert report["is_drift"] is True
+    assert report["tests"]["score"]["is_drift"] and not report["tests"]["features"]["is_drift"]
+
+
+def test_tests_can_be_switched_off_and_fdr_chosen(served):
+    from mlinfra_ray.drift import DriftSuite
+
+    s, bundle, clean, _ = served
+    names = bundle.parts["drift"]["columns"]
+    cats = {int(k): v for k, v in bundle.parts["drift"]["categories"].items()}
+    policy = dataclasses.replace(s.drift, correction="fdr", mmd=dataclasses.replace(s.drift.mmd, enabled=False))
+    suite = DriftSuite(bundle.drift_reference(), names, cats, policy, reference_scores=None)
+    assert suite.alpha == pytest.approx(s.drift.p_val) and suite.mmd is None and suite.scores is None
+    report = suite.check(*window_of(bundle, clean.slice(0, 300)))
+    assert set(report["tests"]) == {"features"}
+
+
+def test_online_detector_alarms_on_shifted_records_only(served):
+    import torch
+
+    from mlinfra_ray.drift import suite_from_bundle
+
+    s, bundle, clean, shifted = served
+    torch.manual_seed(0)
+    # ERT 500 records: ~8% chance of a false alarm within these 40 clean ones (seeded: stable)
+    online = dataclasses.replace(s.drift.online, enabled=True, ert=500, window_size=20, n_bootstraps=1000,
+                                 reference_size=100)
+    policy = dataclasses.replace(s.drift, online=online, mmd=dataclasses.replace(s.drift.mmd, enabled=False))
+    suite = suite_from_bundle(bundle, policy)
+    quiet = suite.online.update(window_of(bundle, clean.slice(0, 40))[0])
+    assert quiet["alarms"] == 0 and quiet["test_stat"] < quiet["threshold"] and quiet["time"] == 40
+    loud = suite.online.update(window_of(bundle, shifted.slice(0, 100))[0])
+    assert loud["alarms"] >= 1
+
+
+def test_reference_part_is_a_seeded_sample_with_model_scores(served):
+    from mlinfra_ray.drift import reference_part
+    from mlinfra_ray.features.transforms import drift_matrix
+
+    s, bundle, clean, _ = served
+    part, sample = reference_part(bundle.feature_state, clean, dataclasses.replace(s.drift, reference_size=100),
+                                  seed=3, model=bundle.model)
+    again, _ = reference_part(bundle.feature_state, clean, dataclasses.replace(s.drift, reference_size=100),
+                              seed=3, model=bundle.model)
+    assert sample.shape == (100, len(part["columns"])) and part == again
+    rows = [i for i in range(clean.num_rows) if (drift_matrix(bundle.feature_state, clean.slice(i, 1)) ==
+                                                  sample[0]).all()]
+    assert rows, "the sample's rows come from the table"
+    first_score = float(bundle.predict(clean.slice(rows[0], 1))[0])
+    assert part["reference_scores"][0] == pytest.approx(first_score, abs=1e-6)
+
+
+def test_drift_window_buffer_can_be_discarded():
+    window = DriftWindow(window_size=4)
+    window.add(np.ones((3, 2)))
+    assert window.clear_buffer() == 3 and window.state()["buffered"] == 0 and window.rows_seen == 3
+    assert window.add(np.ones((4, 2)))[0].shape == (4, 2)
