@@ -8,13 +8,15 @@ STAMP := $(VENV)/.installed-stamp
 export PIP_FIND_LINKS ?= $(wildcard /opt/wheels)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test test-fast bench lint clean
+.PHONY: demo install test test-fast bench lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	@touch $(STAMP)
+
+install: $(STAMP)  # the venv alone; cluster/node_setup.sh installs every cluster node this way
 
 demo: $(STAMP)
 	$(BIN)/python jobs/pipeline.py

@@ -53,22 +53,44 @@ def test_the_jobs_api_refuses_requests_without_the_token(head):
     assert ok.status_code == 200
 
 
-def test_pipeline_submitted_with_the_cli(head, tmp_path):
+@pytest.fixture(scope="module")
+def cli_run(head, tmp_path_factory):
+    """The pipeline submitted with the `ray job submit` CLI, as the README documents it."""
+    root = tmp_path_factory.mktemp("cli")
     env_json = json.dumps(submit.runtime_env(SHA))
     cmd = ["ray", "job", "submit", "--address", head.dashboard_url, "--working-dir", ".",
-           "--runtime-env-json", env_json, "--", *pipeline(tmp_path).split()]
+           "--runtime-env-json", env_json, "--", *pipeline(root).split()]
     proc = subprocess.run(cmd, cwd=ROOT, env=head.env, capture_output=True, text=True, timeout=900)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0 and "succeeded" in out, out[-6000:]
-    summary = json.loads((tmp_path / "summary.json").read_text())
+    return root, proc.returncode, proc.stdout + proc.stderr
+
+
+def test_pipeline_submitted_with_the_cli(cli_run):
+    root, code, out = cli_run
+    assert code == 0 and "succeeded" in out, out[-6000:]
+    summary = json.loads((root / "summary.json").read_text())
     ing = summary["ingest"]
     assert ing["rows_in"] == ing["clean"] + ing["quarantined"] + ing["duplicates_removed"] > 0
     assert summary["train"]["test"]["auc_pr"] > summary["train"]["test"]["positive_rate"]
     assert summary["serve"]["served_matches_offline"] and summary["serve"]["shifted_drift"] is True
     # the registry the job wrote is readable here, and lineage carries the SHA from the runtime_env
-    path, info = resolve_alias(compose_settings([f"paths.root={tmp_path}"]).tracking, "champion")
+    path, info = resolve_alias(compose_settings([f"paths.root={root}"]).tracking, "champion")
     assert info["tags"]["git_sha"] == SHA and load_bundle(path).parts["lineage"]["git_sha"] == SHA
     assert "Uploading package" in out and "mlinfra_ray pipeline summary" in out
+
+
+def test_a_hydra_multirun_grid_runs_inside_one_submitted_job(head, cli_run, token_env):
+    """The documented small-study grid: 2 learning rates, sequential runs in one job (one driver,
+    one `ray.init`), each registered as its own model version."""
+    root, code, _ = cli_run
+    assert code == 0
+    grid = (f"python jobs/train.py --multirun ray=cluster paths.root={root} trainer.max_epochs=1 "
+            "scaling.num_workers=1 trainer.lr=0.001,0.003")
+    outcome = submit.wait(submit.submit(grid, head.dashboard_url, ROOT, sha=SHA), head.dashboard_url, 900)
+    assert outcome.status == "SUCCEEDED", outcome.logs[-6000:]
+    assert "Launching 2 jobs locally" in outcome.logs and outcome.logs.count("test AUC-PR") == 2
+    sweeps = sorted((root / "multirun").glob("*/*/.hydra/overrides.yaml"))
+    assert [("trainer.lr=0.001" in p.read_text(), "trainer.lr=0.003" in p.read_text()) for p in sweeps] == \
+        [(True, False), (False, True)]
 
 
 def test_pipeline_submitted_with_the_sdk(head, tmp_path, token_env):

@@ -49,7 +49,8 @@ def run(cluster, tmp_path_factory):
            "scaling.cpus_per_worker=1", "serve.predictor_replicas=2"]
     proc = subprocess.run(cmd, cwd=ROOT, env=cluster["env"], capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-6000:]
-    return {"root": root, "summary": json.loads((root / "summary.json").read_text())}
+    return {"root": root, "summary": json.loads((root / "summary.json").read_text()),
+            "log": proc.stdout + proc.stderr}
 
 
 def actor_nodes(cluster: dict, class_name: str) -> list[str]:
@@ -65,6 +66,7 @@ def actor_nodes(cluster: dict, class_name: str) -> list[str]:
 def test_ddp_workers_land_on_the_two_worker_nodes(cluster, run):
     nodes = actor_nodes(cluster, "RayTrainWorker")
     assert len(nodes) == 2 and set(nodes) == set(cluster["workers"]), (nodes, cluster)
+    assert "2 workers x {'CPU': 1.0, 'cpu_worker': 1.0}" in run["log"]  # the plan, from config
     assert run["summary"]["train"]["epochs"] >= 1
 
 
