@@ -24,6 +24,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 from mlinfra_ray.cluster import ResourceError, TrainPlan, log_level, plan_training
 from mlinfra_ray.settings import ParamSpec, Settings, SettingsError, build, to_dict
 from mlinfra_ray.train.data import prepare
@@ -131,12 +133,14 @@ def sweep_trial(params: dict[str, Any], *, base: dict[str, Any], sweep: str, dat
     fit(datasets, n_features, pos_weight, settings, plan, callbacks=[TuneReportCallback()])
 
 
-def run_sweep(settings: Settings, cluster: dict[str, float], snapshot_id: str) -> SweepResult:
-    """Sweep (or restore an interrupted sweep), then bundle + register + gate the best trial."""
+def run_sweep(settings: Settings, cluster: dict[str, float], snapshot_id: str,
+              table: pa.Table | None = None) -> SweepResult:
+    """Sweep (or restore an interrupted sweep), then bundle + register + gate the best trial.
+    `table`: contract-typed rows to use instead of the lake's clean snapshot."""
     from ray import tune
 
     check_sweep(settings)
-    name, data = sweep_name(settings), prepare(settings)
+    name, data = sweep_name(settings), prepare(settings, table)
     plan = plan_sweep(settings, cluster)
     trainable = tune.with_resources(
         tune.with_parameters(sweep_trial, base=to_dict(settings), sweep=name, datasets=data.datasets,
@@ -178,16 +182,16 @@ def _tuner(settings: Settings, trainable: Any, name: str, plan: SweepPlan) -> An
         from ray.tune.search.optuna import OptunaSearch
 
         searcher: Any = OptunaSearch(seed=settings.seed)
-    else:
-        searcher = BasicVariantGenerator(random_state=settings.seed)
+    else:  # a SearchGenerator: it takes the concurrency cap itself (TuneConfig's would be ignored)
+        searcher = BasicVariantGenerator(random_state=settings.seed, max_concurrent=plan.max_concurrent)
     scheduler = (ASHAScheduler(time_attr="training_iteration", max_t=settings.trainer.max_epochs,
                                grace_period=t.asha.grace_period, reduction_factor=t.asha.reduction_factor)
                  if t.scheduler == "asha" else FIFOScheduler())
+    cap = plan.max_concurrent if t.searcher == "optuna" else None
     return tune.Tuner(
         trainable, param_space=search_space(t.space),
         tune_config=tune.TuneConfig(metric=t.metric, mode=t.mode, num_samples=t.num_samples,
-                                    search_alg=searcher, scheduler=scheduler,
-                                    max_concurrent_trials=plan.max_concurrent,
+                                    search_alg=searcher, scheduler=scheduler, max_concurrent_trials=cap,
                                     trial_dirname_creator=lambda trial: trial.trial_id),
         run_config=tune.RunConfig(name=name, storage_path=settings.paths.storage,
                                   failure_config=tune.FailureConfig(max_failures=t.max_trial_failures),
@@ -212,7 +216,7 @@ def _trial_row(result: Any, settings: Settings) -> dict[str, Any]:
     return {"trial_id": _trial_id(result), "status": "ERROR" if result.error else "TERMINATED",
             "params": dict(result.config or {}), f"best_{metric}": best,
             "epochs": 0 if df is None else len(df),
-            "error": None if result.error is None else str(result.error)[:500]}
+            "error": None if result.error is None else str(result.error)[-600:]}  # the cause is last
 
 
 def _trial_id(result: Any) -> str:

@@ -99,11 +99,26 @@ def fit(datasets: dict[str, Any], n_features: int, pos_weight: float, settings: 
     try:
         result = trainer.fit()
     except Exception as err:
-        raise TrainingFailed(f"run {name} failed after {tr.max_failures} restart(s): {err}. Its last "
-                             f"checkpoint is kept under {settings.paths.storage}/{name}; continue it "
-                             f"with trainer.run_name={name} trainer.resume=true") from err
+        raise TrainingFailed(
+            f"run {name} failed after {tr.max_failures} restart(s); its last checkpoint is kept under "
+            f"{settings.paths.storage}/{name} (continue it with trainer.run_name={name} "
+            f"trainer.resume=true). Cause: {failure_cause(err)}") from err
     best_ckpt, _ = pick_best(result.best_checkpoints, tr.monitor)
     return load_output(best_ckpt, result.checkpoint, name)
+
+
+def failure_cause(err: BaseException) -> str:
+    """The workers' own exceptions, one line each (Ray's message holds only a rank-0 snippet)."""
+    failures = getattr(err, "worker_failures", None)
+    if not failures:
+        return _last_line(str(err))
+    return "; ".join(f"rank {rank}: {_last_line(str(e)) or type(e).__name__}"
+                     for rank, e in sorted(failures.items()))
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
 
 
 def pick_best(checkpoints: list[tuple[Any, dict]], monitor: str) -> tuple[Any, dict]:
