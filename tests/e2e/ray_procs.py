@@ -107,7 +107,7 @@ class Head:
         return {"Authorization": f"Bearer {self.token}"}
 
 
-def start_head(num_cpus: int = 2, timeout_s: int = 180) -> Head:
+def start_head(num_cpus: int = 2, timeout_s: int = 600) -> Head:
     """`ray start --head` on loopback ports picked free, token auth on, own temp dir."""
     head = Head(short_temp_dir("rh"), free_port(), free_port(), secrets.token_hex(32))
     cmd = ["ray", "start", "--head", "--node-ip-address=127.0.0.1", f"--port={head.gcs_port}",

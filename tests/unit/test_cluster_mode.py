@@ -2,6 +2,7 @@
 (what a submitted working dir holds), and the auth token lookup."""
 
 import json
+import shlex
 import zipfile
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 
 from mlinfra_ray import submit
 from mlinfra_ray.cluster import ResourceError, plan_training
+from mlinfra_ray.compose import compose_settings
 from mlinfra_ray.settings import RaySettings, ScalingSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -84,3 +86,15 @@ def test_submit_cli_prints_the_runtime_env_and_needs_an_entrypoint(capsys):
     assert json.loads(capsys.readouterr().out)["excludes"] == submit.EXCLUDES
     with pytest.raises(SystemExit):
         submit.main(["--address", "http://127.0.0.1:1"])
+
+
+def test_the_readme_multirun_grid_expands_to_four_valid_runs():
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    line = next(x for x in (ROOT / "README.md").read_text().splitlines() if "jobs/train.py --multirun" in x)
+    args = [a for a in shlex.split(line)[2:] if a != "--multirun"]
+    (runs,) = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(args), None)
+    settings = [compose_settings(run) for run in runs]
+    assert {(s.trainer.lr, tuple(s.model.hidden)) for s in settings} == {
+        (lr, h) for lr in (0.001, 0.003) for h in ((64, 32), (128, 64))}
