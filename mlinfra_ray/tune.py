@@ -157,6 +157,7 @@ def run_sweep(settings: Settings, cluster: dict[str, float], snapshot_id: str,
     else:
         tuner = _tuner(settings, trainable, name, plan)
     grid = tuner.fit()
+    _check_complete(grid, settings, name)
     trials = [_trial_row(r, settings) for r in grid]
     failed = [t for t in trials if t["status"] == "ERROR"]
     for t in failed:
@@ -217,6 +218,20 @@ def _trial_row(result: Any, settings: Settings) -> dict[str, Any]:
             "params": dict(result.config or {}), f"best_{metric}": best,
             "epochs": 0 if df is None else len(df),
             "error": None if result.error is None else str(result.error)[-600:]}  # the cause is last
+
+
+class SweepInterrupted(RuntimeError):
+    """Tune stopped before every trial finished (Ctrl-C, SIGINT from a job runner); restorable."""
+
+
+def _check_complete(grid: Any, settings: Settings, name: str) -> None:
+    """Tune returns normally after a SIGINT; an interrupted sweep must not register a winner."""
+    expected = settings.tune.num_samples * math.prod(
+        len(p.values or []) for p in settings.tune.space.values() if p.type == "grid")
+    unfinished = [r for r in grid if r.error is None and not (r.metrics or {}).get("done")]
+    if unfinished or len(grid) < expected:
+        raise SweepInterrupted(f"sweep {name} stopped with {len(grid) - len(unfinished)} of {expected} trials "
+                               f"finished; restore it with tune.name={name} tune.resume=true")
 
 
 def _trial_id(result: Any) -> str:

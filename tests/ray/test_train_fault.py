@@ -66,7 +66,13 @@ def test_worker_crash_resumes_at_the_next_epoch(tmp_path, datasets, ray_cluster)
     final = checkpoints(tmp_path, out.run_name)[-1]
     assert final["epoch"] == EPOCHS - 1
     assert final["state"]["restarts"] == 1  # the injected crash happened and was survived once
+    # A new worker group re-streams its shard at epoch 2 (the old processes and caches are gone).
+    assert [h["streamed"] for h in out.history] == [1.0, 0.0, 1.0, 0.0]
     assert out.history[-1]["valid_loss"] < out.history[0]["valid_loss"]  # training went on, not over
+    best = min(out.history, key=lambda h: h["valid_loss"])["epoch"]
+    kept = [m["epoch"] for m in checkpoints(tmp_path, out.run_name)]
+    assert len(kept) <= s.trainer.keep_checkpoints + 1 and best in kept  # best-k (+ the latest)
+    assert out.best["epoch"] == best  # the weights returned are the best epoch's, not the last
 
 
 def test_no_retries_fails_cleanly_keeps_the_checkpoint_and_resubmission_continues(tmp_path, datasets,
