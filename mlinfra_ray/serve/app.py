@@ -60,8 +60,7 @@ def build_app(settings: dict[str, Any], bundle_path: str | None = None,
         ray_actor_options=actor, max_ongoing_requests=sv.max_ongoing_requests,
         max_queued_requests=sv.max_queued_requests,
     ).bind(predictor, monitor, {"max_pending": drift.max_pending, "max_records": sv.max_records_per_request,
-                                "max_body_bytes": sv.max_body_bytes, "auth": to_dict(sv.auth),
-                                "request_timeout_s": sv.request_timeout_s})
+                                "max_body_bytes": sv.max_body_bytes, "auth": to_dict(sv.auth)})
 
 
 def _lookup_settings(settings: dict[str, Any]) -> dict[str, Any]:
@@ -90,7 +89,8 @@ def deploy(settings: dict[str, Any], bundle_path: str | None = None,
     sv = build(ServeSettings, settings["serve"])
     # Per-request access logs at INFO drown a demo or CI log; keep them when someone watches a TTY.
     logs = {"log_level": log_level(build(RaySettings, settings["ray"]))}
-    serve.start(http_options={"host": sv.host, "port": sv.port}, logging_config=logs)
+    serve.start(http_options={"host": sv.host, "port": sv.port, "request_timeout_s": sv.request_timeout_s},
+                logging_config=logs)
     serve.run(build_app(settings, bundle_path, loader), name=sv.app_name,
               route_prefix=sv.route_prefix, blocking=False, logging_config=logs)
     base_url = f"http://{sv.host}:{sv.port}{sv.route_prefix.rstrip('/')}"

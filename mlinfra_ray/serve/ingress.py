@@ -33,19 +33,19 @@ class HandleService:
     """`serve.api.Service` over the Predictor and DriftMonitor handles."""
 
     def __init__(self, predictor: DeploymentHandle, monitor: DeploymentHandle | None,
-                 metrics: ServeMetrics, timeout_s: float, max_pending: int) -> None:
-        self.predictor, self.monitor, self.metrics, self.timeout_s = predictor, monitor, metrics, timeout_s
+                 metrics: ServeMetrics, max_pending: int) -> None:
+        self.predictor, self.monitor, self.metrics = predictor, monitor, metrics
         self.handoff = DriftHandoff(monitor, max_pending, metrics.drift_dropped.inc) if monitor else None
 
     async def predict(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        # No per-call timeout task on the hot path: the proxy's request_timeout_s (serve.start in
+        # app.deploy) bounds every request end to end.
         try:
-            out = await asyncio.wait_for(self.predictor.predict_records.remote(records), self.timeout_s)
+            out = await self.predictor.predict_records.remote(records)
         except BackPressureError as err:  # the predictor's bounded queue is full
             raise Unavailable("predictor overloaded; retry later") from err
         except RayActorError as err:  # the replica died mid-request; Serve replaces it
             raise Unavailable("predictor replica lost; retry") from err
-        except TimeoutError as err:
-            raise Unavailable(f"predictor did not answer within {self.timeout_s:g} s") from err
         if self.handoff is not None and out["drift_rows"] is not None:
             self.handoff.send(out["drift_rows"], out["scores"], out["model"]["version"])
         return out
@@ -62,7 +62,8 @@ class HandleService:
         if self.monitor is None or self.handoff is None:
             return None
         report = await asyncio.wait_for(self.monitor.report.remote(), CALL_TIMEOUT_S)
-        return {**report, "pending": len(self.handoff.pending), "dropped": self.handoff.dropped}
+        return {**report, "pending": len(self.handoff.pending), "dropped": self.handoff.dropped,
+                "handoff_buffered": self.handoff.buffered}
 
     async def refresh_metrics(self) -> None:
         if self.monitor is None:
@@ -79,8 +80,7 @@ class Ingress:
     async def __init__(self, predictor: DeploymentHandle, monitor: DeploymentHandle | None,
                        config: dict[str, Any]) -> None:
         self.metrics = ServeMetrics()
-        self.service = HandleService(predictor, monitor, self.metrics, float(config["request_timeout_s"]),
-                                     int(config["max_pending"]))
+        self.service = HandleService(predictor, monitor, self.metrics, int(config["max_pending"]))
         # Validate against the contract the served model was trained with, not the caller's config.
         info = await predictor.model_info.remote()
         self.contract = build(ContractSettings, info["contract"])

@@ -189,7 +189,7 @@ class _StuckMonitor:
 
 def test_drift_handoff_is_fire_and_forget_and_capped():
     counted = []
-    handoff = DriftHandoff(_StuckMonitor(), max_pending=3, on_drop=counted.append)
+    handoff = DriftHandoff(_StuckMonitor(), max_pending=3, on_drop=counted.append, flush_rows=1)
 
     async def run() -> None:
         for _ in range(5):  # returns at once each time although the monitor never answers
@@ -203,6 +203,40 @@ def test_drift_handoff_is_fire_and_forget_and_capped():
         await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.sleep(0)  # done-callbacks run on the next loop turn
         assert not handoff.pending and handoff.dropped == 8  # cancelled: not counted as dropped
+
+    asyncio.run(asyncio.wait_for(run(), 5))
+
+
+class _Monitor:
+    """Records what reaches observe(): (rows, scores, version) per delivery."""
+
+    def __init__(self) -> None:
+        self.got: list[tuple] = []
+        self.observe = self
+
+    async def _done(self) -> None:
+        return None
+
+    def remote(self, rows, scores, version):
+        self.got.append((rows.shape[0], len(scores), version))
+        return self._done()
+
+
+def test_drift_handoff_ships_buffered_rows_by_size_time_and_version():
+    monitor = _Monitor()
+    handoff = DriftHandoff(monitor, max_pending=8, on_drop=lambda n: None, flush_rows=10, flush_s=0.05)
+
+    async def run() -> None:
+        for _ in range(3):  # 4 + 4 + 4 rows: the third send crosses 10 rows and flushes
+            handoff.send(np.zeros((4, 6), np.float32), np.zeros(4), "1")
+        await asyncio.sleep(0)
+        assert monitor.got == [(12, 12, "1")] and handoff.buffered == 0
+        handoff.send(np.zeros((2, 6), np.float32), np.zeros(2), "1")
+        handoff.send(np.zeros((3, 6), np.float32), np.zeros(3), "2")  # new version: "1" rows go alone
+        await asyncio.sleep(0)
+        assert monitor.got[1:] == [(2, 2, "1")] and handoff.buffered == 3
+        await asyncio.sleep(0.1)  # the timer ships the rest
+        assert monitor.got[2:] == [(3, 3, "2")] and handoff.buffered == 0 and not handoff.pending
 
     asyncio.run(asyncio.wait_for(run(), 5))
 
