@@ -246,12 +246,12 @@ class ServeSettings:
     predictor_replicas: int = 1
     autoscaling: AutoscalingSettings | None = None  # set: predictor_replicas is ignored
     max_batch_size: int = 64
-    batch_wait_timeout_s: float = 0.01
+    batch_wait_timeout_s: float = 0.002
     max_ongoing_requests: int = 32
     max_queued_requests: int = 256
     max_records_per_request: int = 1000
     max_body_bytes: int = 1_048_576  # larger bodies get 413 before they are parsed
-    request_timeout_s: float = 30.0  # predictor call; past it the ingress answers 503
+    request_timeout_s: float = 30.0  # end to end at the proxy (serve.start); past it Serve answers 408
     cpus_per_replica: float = 0.25
     bundle_path: str | None = None  # a local bundle folder instead of the registry alias
     alias_poll_s: float = 10.0  # how often replicas re-resolve the alias (hot swap); 0: never
