@@ -1,75 +1,36 @@
-"""The data contract applied at Arrow speed: coerce string columns to typed ones, or say why not.
+"""The data contract applied at Arrow speed: coerce raw columns to typed ones, or say why not.
 
-Input batches hold every contract column as strings (as read from CSV/JSON), plus bookkeeping
-columns. Output batches hold typed contract columns plus `_reasons` ("" for a clean row, else
-";"-joined codes such as `type:amount` or `enum:channel`) and `_raw` (the row's original values as
-JSON, so a quarantined row can be inspected and replayed). All checks are pyarrow compute kernels
-over whole columns; no Python loop per row.
+Input batches hold every contract column as strings (CSV/JSON text) or as native Arrow types
+(Parquet), plus bookkeeping columns from the readers. Output batches hold the typed contract
+columns, the bookkeeping columns, `_reasons` (null for a clean row, else ";"-joined codes such as
+`type:amount` or `enum:channel`) and `_raw` (null for a clean row, else the row's original values
+as JSON, or the unparseable line itself). Every check is a pyarrow compute kernel over a whole
+column; reasons and raw values are only built for the failing rows, so a clean row costs no Python.
+Dictionary-encoded input (low-cardinality CSV columns) is checked once per distinct value.
 """
 
 from __future__ import annotations
 
-import json
-import re
-
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mlinfra_ray.contract_rows import raw_for, reasons_for, scatter
+from mlinfra_ray.contract_spec import ContractError, column, validate_contract
+from mlinfra_ray.contract_time import ARROW_TYPES, Check, parse_timestamp, set_nulls
 from mlinfra_ray.settings import ColumnSpec, ContractSettings
 
-SOURCE, LINE, PARSE_ERROR, RAW_TEXT = "_source_file", "_line", "_parse_error", "_raw_text"
+__all__ = ["ARROW_TYPES", "ContractError", "apply_contract", "arrow_schema", "coerce_column", "column",
+           "set_nulls", "validate_contract"]
+
+SOURCE, LINE, SPLIT, PARSE_ERROR, RAW_TEXT = "_source_file", "_line", "_split", "_parse_error", "_raw_text"
+SPLIT_INFO, EXTRA = "_split_info", "_extra"
 REASONS, RAW = "_reasons", "_raw"
-FLOAT_RE = r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$"
-INT_RE = r"^[+-]?\d+$"
+PASSTHROUGH = (SOURCE, LINE, SPLIT, SPLIT_INFO, EXTRA)  # reader bookkeeping kept on every row
+EXTRA_TYPE = pa.list_(pa.struct([("k", pa.string()), ("v", pa.string())]))  # unknown columns, per row
+FLOAT_RE = r"^-?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$"  # what Arrow's cast parses (no "+5")
+INT_RE = r"^-?\d+$"
 TRUE, FALSE = ["true", "1", "yes", "t", "y"], ["false", "0", "no", "f", "n"]
-ARROW_TYPES = {"string": pa.string(), "float": pa.float64(), "int": pa.int64(), "bool": pa.bool_(),
-               "timestamp": pa.timestamp("us", tz="UTC")}
-
-
-class ContractError(ValueError):
-    """The contract itself is invalid; the message names the offending key."""
-
-
-def validate_contract(contract: ContractSettings) -> None:
-    """Fail at start-up, naming the key, rather than mid-pipeline."""
-    names = [c.name for c in contract.columns]
-    if len(set(names)) != len(names):
-        raise ContractError(f"contract.columns: duplicate column names in {names}")
-    for key in ("event_time", "label", "dedup_key"):
-        value = getattr(contract, key)
-        if value is not None and value not in names:
-            raise ContractError(f"contract.{key}: {value!r} is not a declared column")
-    for i, key in enumerate(contract.entity_keys):
-        if key not in names:
-            raise ContractError(f"contract.entity_keys[{i}]: {key!r} is not a declared column")
-    if not 0 <= contract.max_quarantine_fraction <= 1:
-        raise ContractError("contract.max_quarantine_fraction: must be within [0, 1]")
-    for i, col in enumerate(contract.columns):
-        _validate_column(col, f"contract.columns[{i}]")
-    if column(contract, contract.event_time).type != "timestamp":
-        raise ContractError(f"contract.event_time: column {contract.event_time!r} must be a timestamp")
-
-
-def _validate_column(col: ColumnSpec, where: str) -> None:
-    if col.type == "timestamp" and not col.formats:
-        raise ContractError(f"{where}.formats: a timestamp column needs its accepted formats")
-    if col.formats and col.type != "timestamp":
-        raise ContractError(f"{where}.formats: only timestamp columns take formats")
-    if col.regex is not None:
-        try:
-            re.compile(col.regex)
-        except re.error as err:
-            raise ContractError(f"{where}.regex: {err}") from err
-    if col.min is not None and col.max is not None and col.min > col.max:
-        raise ContractError(f"{where}: min {col.min} is above max {col.max}")
-    try:
-        pa.array([0], pa.timestamp("s")).cast(pa.timestamp("s", tz=col.timezone))
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
-        raise ContractError(f"{where}.timezone: unknown timezone {col.timezone!r}") from err
-
-
-def column(contract: ContractSettings, name: str) -> ColumnSpec:
-    return next(c for c in contract.columns if c.name == name)
 
 
 def arrow_schema(contract: ContractSettings) -> pa.Schema:
@@ -78,45 +39,98 @@ def arrow_schema(contract: ContractSettings) -> pa.Schema:
 
 
 def apply_contract(batch: pa.Table, contract: ContractSettings) -> pa.Table:
-    """Typed contract columns + `_reasons` + `_raw` for a batch of string columns."""
-    typed, problems = {}, []
+    """Typed contract columns + reader bookkeeping + `_reasons` + `_raw` for one batch."""
+    n = batch.num_rows
+    typed, checks = {}, []
     for col in contract.columns:
-        values, checks = coerce_column(batch.column(col.name), col)
+        values, col_checks = coerce_column(_raw_column(batch, col.name), col)
         typed[col.name] = values
-        problems.extend(checks)
-    reasons = _join_reasons(problems, batch.num_rows)
-    if PARSE_ERROR in batch.column_names:  # the parser rejected the line: that is the only reason
-        parse = batch.column(PARSE_ERROR)
-        reasons = pc.if_else(pc.is_valid(parse), parse, reasons)
-    raw_cols = [c.name for c in contract.columns]
-    raw = pa.array([json.dumps(r) for r in batch.select(raw_cols).to_pylist()], pa.string())
-    if RAW_TEXT in batch.column_names:  # unparseable lines keep their text, not empty fields
-        raw = pc.if_else(pc.is_valid(batch.column(RAW_TEXT)), batch.column(RAW_TEXT), raw)
-    keep = {k: batch.column(k) for k in (SOURCE, LINE) if k in batch.column_names}
-    return pa.table({**typed, **keep, REASONS: reasons, RAW: raw})
+        checks.extend(col_checks)
+    parse = _combined(batch.column(PARSE_ERROR)) if PARSE_ERROR in batch.column_names else None
+    bad = _any_fails(checks, n, parse)
+    rows = np.flatnonzero(bad.to_numpy(zero_copy_only=False))
+    reasons = reasons_for(rows, checks, parse)
+    raw = raw_for(rows, {c.name: _raw_column(batch, c.name) for c in contract.columns},
+                  _combined(batch.column(RAW_TEXT)) if RAW_TEXT in batch.column_names else None)
+    keep = {k: batch.column(k) for k in PASSTHROUGH if k in batch.column_names}
+    return pa.table({**typed, **keep, REASONS: scatter(rows, reasons, n), RAW: scatter(rows, raw, n)})
 
 
-def coerce_column(raw: pa.ChunkedArray | pa.Array, col: ColumnSpec) -> tuple[pa.Array, list]:
-    """Normalize, cast and check one column. Returns typed values and (mask, reason) checks."""
-    text = _normalize(pc.cast(raw, pa.string()), col.normalize)
-    present = pc.fill_null(pc.not_equal(text, ""), False)
-    text = pc.if_else(present, text, pa.scalar(None, pa.string()))
-    checks = []
+def _raw_column(batch: pa.Table, name: str) -> pa.Array:
+    if name not in batch.column_names:  # an older file without this column: null, then the rules
+        return pa.nulls(batch.num_rows, pa.string())
+    return _combined(batch.column(name))
+
+
+def _combined(col: pa.ChunkedArray | pa.Array) -> pa.Array:
+    if isinstance(col, pa.ChunkedArray):  # one chunk: no copy (combine_chunks would copy)
+        return col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
+    return col
+
+
+def coerce_column(raw: pa.Array, col: ColumnSpec) -> tuple[pa.Array, list[Check]]:
+    """Normalize, cast and check one column. Returns typed values and (fails, reason) checks."""
+    raw = _combined(raw)
+    if pa.types.is_dictionary(raw.type):
+        return _coerce_dictionary(raw, col)
+    if not (pa.types.is_string(raw.type) or pa.types.is_large_string(raw.type) or pa.types.is_null(raw.type)):
+        return _coerce_native(raw, col)
+    text = _normalize(raw.cast(pa.string()), col.normalize)
+    text = set_nulls(text, pc.greater(pc.binary_length(text), 0))  # "" is missing, like null
+    present = pc.is_valid(text)
+    checks: list[Check] = []
     if not col.nullable:
         checks.append((pc.invert(present), f"missing:{col.name}"))
-    values, parsed = _cast(text, col)
+    values, parsed, extra = _cast(text, col)
     checks.append((pc.and_(present, pc.invert(parsed)), f"{_kind(col)}:{col.name}"))
+    checks.extend(extra)
+    if col.regex is not None:
+        ok = pc.fill_null(pc.match_substring_regex(text, col.regex), True)
+        checks.append((pc.invert(ok), f"regex:{col.name}"))
+    return values, checks + _value_checks(values, parsed, col)
+
+
+def _coerce_dictionary(raw: pa.DictionaryArray, col: ColumnSpec) -> tuple[pa.Array, list[Check]]:
+    """Check each distinct value once, then map the results to the rows through the indices."""
+    values, checks = coerce_column(raw.dictionary, col)
+    index = raw.indices
+    rows = [(pc.fill_null(mask.take(index), False), code) for mask, code in checks]
+    if not col.nullable and raw.null_count:
+        rows.append((pc.is_null(index), f"missing:{col.name}"))
+    return values.take(index), rows
+
+
+def _coerce_native(raw: pa.Array, col: ColumnSpec) -> tuple[pa.Array, list[Check]]:
+    """Typed input (Parquet): timestamps keep their instant, numbers are cast, never re-parsed."""
+    if col.type == "timestamp" and pa.types.is_timestamp(raw.type):
+        values = raw if raw.type.tz else pc.assume_timezone(raw, col.timezone)
+        values = values.cast(ARROW_TYPES["timestamp"])
+    elif (col.type in ("float", "int") and (pa.types.is_integer(raw.type) or pa.types.is_floating(raw.type))) \
+            or (col.type == "bool" and pa.types.is_boolean(raw.type)):
+        try:
+            values = raw.cast(ARROW_TYPES[col.type])
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # e.g. 2.5 into an int column
+            return coerce_column(raw.cast(pa.string()), col)
+    else:
+        return coerce_column(raw.cast(pa.string()), col)
+    parsed = pc.is_valid(values)
+    checks: list[Check] = [] if col.nullable else [(pc.invert(parsed), f"missing:{col.name}")]
+    if pa.types.is_floating(values.type):  # NaN/inf are not numbers a contract can range-check
+        finite = pc.fill_null(pc.is_finite(values), True)
+        checks.append((pc.invert(finite), f"type:{col.name}"))
+    return values, checks + _value_checks(values, parsed, col)
+
+
+def _value_checks(values: pa.Array, parsed: pa.Array, col: ColumnSpec) -> list[Check]:
+    checks: list[Check] = []
     if col.allowed is not None:
-        ok = pc.is_in(values, value_set=pa.array(col.allowed, ARROW_TYPES[col.type]))
+        ok = pc.is_in(values, value_set=pa.array(col.allowed).cast(ARROW_TYPES[col.type]))
         checks.append((pc.and_(parsed, pc.invert(ok)), f"enum:{col.name}"))
     if col.min is not None:
         checks.append((pc.fill_null(pc.less(values, col.min), False), f"range:{col.name}"))
     if col.max is not None:
         checks.append((pc.fill_null(pc.greater(values, col.max), False), f"range:{col.name}"))
-    if col.regex is not None:
-        ok = pc.fill_null(pc.match_substring_regex(text, col.regex), True)
-        checks.append((pc.invert(ok), f"regex:{col.name}"))
-    return values, checks
+    return checks
 
 
 def _kind(col: ColumnSpec) -> str:
@@ -130,46 +144,35 @@ def _normalize(text: pa.Array, steps: list[str]) -> pa.Array:
     return text
 
 
-def _cast(text: pa.Array, col: ColumnSpec) -> tuple[pa.Array, pa.Array]:
-    """(typed values, parsed-ok mask); unparseable values become null, never an exception."""
+def _cast(text: pa.Array, col: ColumnSpec) -> tuple[pa.Array, pa.Array, list[Check]]:
+    """(typed values, parsed-ok mask, extra checks); bad values become null, never an exception."""
     if col.type == "string":
-        return text, pc.is_valid(text)
+        return text, pc.is_valid(text), []
     if col.type in ("float", "int"):
-        ok = pc.fill_null(pc.match_substring_regex(text, FLOAT_RE if col.type == "float" else INT_RE),
-                          False)
-        clean = pc.if_else(ok, text, pa.scalar(None, pa.string()))
-        return pc.cast(clean, ARROW_TYPES[col.type]), ok
+        try:  # fast path: every present value is a number (Arrow's own parser decides)
+            values = text.cast(ARROW_TYPES[col.type])
+            ok = pc.is_valid(values)
+        except pa.ArrowInvalid:  # some garbage: find it with a regex, cast the rest
+            ok = pc.fill_null(pc.match_substring_regex(text, FLOAT_RE if col.type == "float" else INT_RE),
+                              False)
+            values = set_nulls(text, ok).cast(ARROW_TYPES[col.type])
+        if col.type == "float" and values.null_count < len(values):  # "nan", "1e999": not usable numbers
+            finite = pc.fill_null(pc.is_finite(values), False)
+            if not pc.all(pc.or_(finite, pc.is_null(values))).as_py():
+                ok = pc.and_(ok, finite)
+                values = pc.if_else(ok, values, pa.scalar(None, pa.float64()))
+        return values, ok, []
     if col.type == "bool":
         lowered = pc.utf8_lower(text)
         is_true, is_false = pc.is_in(lowered, pa.array(TRUE)), pc.is_in(lowered, pa.array(FALSE))
         ok = pc.fill_null(pc.or_(is_true, is_false), False)
-        return pc.if_else(ok, is_true, pa.scalar(None, pa.bool_())), ok
-    return _parse_timestamp(text, col)
+        return pc.if_else(ok, is_true, pa.scalar(None, pa.bool_())), ok, []
+    return parse_timestamp(text, col)
 
 
-def _parse_timestamp(text: pa.Array, col: ColumnSpec) -> tuple[pa.Array, pa.Array]:
-    """First declared format that parses wins; formats are tried in the contract's order."""
-    out_type = ARROW_TYPES["timestamp"]
-    result = pa.nulls(len(text), out_type)
-    for fmt in col.formats:
-        if fmt in ("epoch_s", "epoch_ms"):
-            digits = r"^\d{9,10}$" if fmt == "epoch_s" else r"^\d{12,13}$"
-            ok = pc.fill_null(pc.match_substring_regex(text, digits), False)
-            ints = pc.cast(pc.if_else(ok, text, pa.scalar(None, pa.string())), pa.int64())
-            scale = 1_000_000 if fmt == "epoch_s" else 1_000
-            parsed = pc.multiply(ints, scale).cast(pa.timestamp("us")).cast(out_type)
-        else:
-            naive = pc.strptime(text, format=fmt, unit="us", error_is_null=True)
-            if naive.type.tz is None:
-                naive = pc.assume_timezone(naive, col.timezone)
-            parsed = naive.cast(out_type)
-        result = pc.coalesce(result, parsed)
-    return result, pc.is_valid(result)
-
-
-def _join_reasons(problems: list, n: int) -> pa.Array:
-    reasons = pa.array([""] * n, pa.string())
-    for mask, code in problems:
-        tagged = pc.if_else(pc.fill_null(mask, False), pa.scalar(code + ";"), pa.scalar(""))
-        reasons = pc.binary_join_element_wise(reasons, tagged, "")
-    return pc.utf8_rtrim(reasons, characters=";")
+def _any_fails(checks: list[Check], n: int, parse: pa.Array | None) -> pa.Array:
+    bad = pa.array(np.zeros(n, bool))
+    for mask, _ in checks:
+        if mask.true_count:  # most checks never fire: skip their kernels
+            bad = pc.or_(bad, pc.fill_null(mask, False))
+    return bad if parse is None else pc.or_(bad, pc.is_valid(parse))

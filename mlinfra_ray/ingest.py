@@ -1,32 +1,38 @@
 """Ingest stage: raw files → contract → clean Parquet + quarantine + manifest + quality report.
 
-Ray Data reads each file in its own task and applies the contract to Arrow batches; the driver then
-routes rows, removes duplicates by the contract's dedup key and writes the outputs. Accounting is
-checked before anything is written: rows_in == clean + quarantined + duplicates_removed.
+    list inputs (skip files the manifest already holds) → plan byte-range splits
+    → Ray Data: one task per split reads, counts, hashes and applies the contract (Arrow kernels)
+    → driver: global line numbers, route (clean / quarantine / duplicate), accounting check
+    → report + metrics → error budget → write parts → commit the manifest
+
+The routed rows of one run are gathered in the driver (deduplication needs them all, and the
+clean table is written from there); that bounds a run by driver memory, about 2x the clean data.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import shutil
+import time
+import uuid
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.dataset as pads
-import pyarrow.parquet as pq
 
-from mlinfra_ray.contract import LINE, RAW, REASONS, SOURCE, apply_contract, validate_contract
+from mlinfra_ray import lake as lk
+from mlinfra_ray.contract import EXTRA, LINE, SPLIT, apply_contract, validate_contract
+from mlinfra_ray.ingest_read import drop_files, read_validated
+from mlinfra_ray.ingest_report import write_metrics
 from mlinfra_ray.quality import write_quality_report
-from mlinfra_ray.readers import list_raw_files, read_bytes, read_raw_file
+from mlinfra_ray.routing import Routed, route
 from mlinfra_ray.settings import ContractSettings
+from mlinfra_ray.sources import list_raw_files
 
 log = logging.getLogger(__name__)
+__all__ = ["DataQualityError", "IngestResult", "apply_contract", "ingest", "read_clean", "route_and_write"]
+read_clean = lk.read_clean
 
 
 class DataQualityError(RuntimeError):
@@ -35,6 +41,8 @@ class DataQualityError(RuntimeError):
 
 @dataclass
 class IngestResult:
+    """This run's numbers (the manifest keeps the cumulative ones)."""
+
     rows_in: int
     clean: int
     quarantined: int
@@ -45,110 +53,128 @@ class IngestResult:
     quarantine_path: str
     report_path: str
     files: list[dict] = field(default_factory=list)
+    skipped_files: list[str] = field(default_factory=list)
+    extra_columns: dict[str, int] = field(default_factory=dict)
+    run_id: str = ""
+    seconds: float = 0.0
 
     @property
     def quarantine_fraction(self) -> float:
         return self.quarantined / self.rows_in if self.rows_in else 0.0
 
 
-def ingest(raw: str, lake: str, contract: ContractSettings) -> IngestResult:
+def ingest(raw: str | list[str], lake: str, contract: ContractSettings) -> IngestResult:
     """Run the ingest stage; raises DataQualityError over the contract's error budget."""
-    import ray
-
     validate_contract(contract)
+    started, run_id = time.monotonic(), time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    root = Path(lake)
+    root.mkdir(parents=True, exist_ok=True)
+    lk.remove_unlisted(root, lk.load_manifest(root))  # leftovers of a run that died
+    manifest = lk.load_manifest(root)
+    if manifest is not None and manifest["contract"]["hash"] != lk.contract_hash(contract):
+        log.info("ingest: the contract changed; rebuilding the snapshot from all inputs")
+        manifest = None
     files = list_raw_files(raw)
     if not files:
         raise FileNotFoundError(f"no CSV/JSON Lines/Parquet files under {raw}")
-    log.info("ingest: %d files from %s", len(files), raw)
-    columns = [c.name for c in contract.columns]
-    ds = ray.data.from_items([{"path": f} for f in files], override_num_blocks=len(files))
-    ds = ds.map_batches(_read_batch, batch_size=1, batch_format="pyarrow", fn_kwargs={"columns": columns})
-    ds = ds.map_batches(apply_contract, batch_format="pyarrow", fn_kwargs={"contract": contract})
-    table = pa.concat_tables(ray.get(ds.to_arrow_refs()))
-    return route_and_write(table, files, Path(lake), contract)
+    known = {f["fingerprint"] for f in (manifest or {}).get("files", [])}
+    todo = [f for f in files if f.fingerprint not in known]
+    log.info("ingest: %d files from %s (%d new)", len(files), raw, len(todo))
+    table, entries = read_validated(todo, contract)
+    digests = {f["sha256"] for f in (manifest or {}).get("files", [])}
+    same = [i for i, e in enumerate(entries) if e["sha256"] in digests]  # touched or copied, not new
+    table = drop_files(table, entries, same)
+    entries = [e for i, e in enumerate(entries) if i not in same]
+    seen = lk.clean_keys(root, manifest, contract.dedup_key) if contract.dedup_key else None
+    routed = route(table, contract, seen)
+    _count_per_file(routed, table, entries)
+    skipped = [f.display for f in files if f.fingerprint in known] + [todo[i].display for i in same]
+    return _finish(routed, entries, skipped, root, contract, manifest, run_id, started)
 
 
-def _read_batch(batch: pa.Table, columns: list[str]) -> pa.Table:
-    return pa.concat_tables([read_raw_file(p, columns) for p in batch.column("path").to_pylist()])
+def route_and_write(table: pa.Table, files: list[dict] | list[str], lake: Path | str,
+                    contract: ContractSettings) -> IngestResult:
+    """Route an already validated table and write the outputs (the Ray-free half of `ingest`)."""
+    root = Path(lake)
+    root.mkdir(parents=True, exist_ok=True)
+    manifest = lk.load_manifest(root)
+    if manifest is not None and manifest["contract"]["hash"] != lk.contract_hash(contract):
+        manifest = None
+    entries = [f if isinstance(f, dict) else {"path": f, "bytes": 0, "sha256": f, "fingerprint": f}
+               for f in files]
+    seen = lk.clean_keys(root, manifest, contract.dedup_key) if contract.dedup_key else None
+    routed = route(table, contract, seen)
+    run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    return _finish(routed, entries, [], root, contract, manifest, run_id, time.monotonic())
 
 
-def route_and_write(table: pa.Table, files: list[str], lake: Path, contract: ContractSettings) -> IngestResult:
-    """Split validated rows into clean / quarantine / duplicates and write all outputs."""
-    bad = pc.not_equal(table.column(REASONS), "")
-    quarantine = table.filter(bad).select([SOURCE, LINE, REASONS, RAW])
-    quarantine = quarantine.append_column("columns", _fault_columns(quarantine.column(REASONS)))
-    clean = table.filter(pc.invert(bad)).drop_columns([REASONS, RAW])
-    clean, duplicates = _dedupe(clean, contract)
-    reasons = Counter(r for rs in quarantine.column(REASONS).to_pylist() for r in rs.split(";"))
-    rows_in = table.num_rows
-    assert rows_in == clean.num_rows + quarantine.num_rows + duplicates, "row accounting broken"
+def _count_per_file(routed: Routed, table: pa.Table, entries: list[dict]) -> None:
+    if not entries:
+        return
+    index = {e["split_ids"][i]: n for n, e in enumerate(entries) for i in range(len(e["split_ids"]))}
+    splits = table.column(SPLIT).to_numpy() if table.num_rows else np.zeros(0, np.int32)
+    lookup = np.full(max(index) + 1, 0, np.int64)
+    lookup[list(index)] = list(index.values())
+    counts = np.bincount(lookup[splits] * 3 + routed.outcome, minlength=3 * len(entries)).reshape(-1, 3)
+    for e, (clean, quarantined, dup) in zip(entries, counts.tolist(), strict=True):
+        e.update(rows_in=clean + quarantined + dup, clean=clean, quarantined=quarantined,
+                 duplicates_removed=dup)
 
-    lake.mkdir(parents=True, exist_ok=True)
-    inputs = [_file_entry(f) for f in files]
+
+def _finish(routed: Routed, entries: list[dict], skipped: list[str], root: Path, contract: ContractSettings,
+            manifest: dict | None, run_id: str, started: float) -> IngestResult:
+    all_files = [*(manifest or {}).get("files", []), *[{**e, "run_id": run_id} for e in entries]]
+    for e in all_files:
+        e.pop("split_ids", None)
     result = IngestResult(
-        rows_in=rows_in, clean=clean.num_rows, quarantined=quarantine.num_rows,
-        duplicates_removed=duplicates, reasons=dict(reasons.most_common()),
-        snapshot_id=_snapshot_id(inputs, contract), clean_path=str(lake / "clean"),
-        quarantine_path=str(lake / "quarantine.parquet"), report_path=str(lake / "quality.md"),
-        files=inputs)
-    pq.write_table(quarantine, result.quarantine_path)
-    write_quality_report(clean, quarantine, result, lake)
-    log.info("ingest: rows in %d = clean %d + quarantined %d + duplicates %d",
-             rows_in, result.clean, result.quarantined, duplicates)
-    if result.quarantine_fraction > contract.max_quarantine_fraction:
-        top = ", ".join(f"{k} ({v})" for k, v in reasons.most_common(5))
+        rows_in=len(routed.outcome), clean=routed.clean.num_rows, quarantined=routed.quarantine.num_rows,
+        duplicates_removed=routed.duplicates, reasons=dict(routed.reasons.most_common()),
+        snapshot_id=lk.snapshot_id(contract, [f["sha256"] for f in all_files]),
+        clean_path=str(root / lk.CLEAN), quarantine_path=str(root / lk.QUARANTINE),
+        report_path=str(root / "quality.html"), files=entries, skipped_files=skipped,
+        extra_columns=routed.extras, run_id=run_id)
+    log.info("ingest: rows in %d = clean %d + quarantined %d + duplicates %d (%d files skipped)",
+             result.rows_in, result.clean, result.quarantined, result.duplicates_removed, len(skipped))
+    over = result.quarantine_fraction > contract.max_quarantine_fraction
+    if result.rows_in or manifest is None:
+        write_quality_report(routed.clean, routed.quarantine, result, root, contract, over_budget=over)
+    if over:
+        rejected = lk.write_quarantine(routed.quarantine, root / "rejected", run_id, root)
+        write_metrics(root, manifest, result, over_budget=True)
+        top = ", ".join(f"{k} ({v})" for k, v in routed.reasons.most_common(5))
         raise DataQualityError(
             f"{result.quarantine_fraction:.1%} of rows quarantined, over the error budget "
             f"max_quarantine_fraction={contract.max_quarantine_fraction:.1%}; top reasons: {top}; "
-            f"see {result.report_path}")
-    _write_clean(clean, Path(result.clean_path), contract)
-    (lake / "manifest.json").write_text(json.dumps(asdict(result), indent=2, default=str))
+            f"nothing was written to the snapshot; see {result.report_path} and {rejected[0]['path']}")
+    new = _manifest(result, routed, all_files, root, contract, manifest, run_id)
+    result.seconds = round(time.monotonic() - started, 3)
+    new["runs"][-1]["seconds"] = result.seconds
+    lk.save_manifest(root, new)
+    lk.remove_unlisted(root, new)
+    write_metrics(root, new, result, over_budget=False)
     return result
 
 
-def _fault_columns(reasons: pa.ChunkedArray) -> pa.Array:
-    cols = [",".join(sorted({r.split(":", 1)[1] for r in rs.split(";") if ":" in r and not
-                             r.startswith("parse:")})) for rs in reasons.to_pylist()]
-    return pa.array(cols, pa.string())
+def _manifest(result: IngestResult, routed: Routed, all_files: list[dict], root: Path,
+              contract: ContractSettings, old: dict | None, run_id: str) -> dict:
+    clean_files = [*(old or {}).get("clean_files", []), *lk.write_clean(routed.clean, root, contract, run_id)]
+    quarantine_files = [*(old or {}).get("quarantine_files", []),
+                        *lk.write_quarantine(routed.quarantine, root / lk.QUARANTINE, run_id, root)]
+    totals = Counter((old or {}).get("reasons", {})) + Counter(result.reasons)
+    extras = Counter((old or {}).get("extra_columns", {})) + Counter(result.extra_columns)
+    run = {"run_id": run_id, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+           "files": len(result.files), "skipped_files": len(result.skipped_files),
+           **{k: getattr(result, k) for k in ("rows_in", "clean", "quarantined", "duplicates_removed")}}
+    return {
+        "format": lk.FORMAT, "snapshot_id": result.snapshot_id,
+        "contract": {"name": contract.name, "hash": lk.contract_hash(contract)},
+        **{k: (old or {}).get(k, 0) + getattr(result, k)
+           for k in ("rows_in", "clean", "quarantined", "duplicates_removed")},
+        "reasons": dict(totals.most_common()), "extra_columns": dict(extras),
+        "extra_columns_kept": contract.extra_columns == "keep" and bool(extras),
+        "files": all_files, "clean_files": clean_files, "quarantine_files": quarantine_files,
+        "runs": [*(old or {}).get("runs", []), run], "report": "quality.html",
+    }
 
 
-def _dedupe(clean: pa.Table, contract: ContractSettings) -> tuple[pa.Table, int]:
-    """Keep the first row per dedup key (file order, then line order); count the rest."""
-    if contract.dedup_key is None or clean.num_rows == 0:
-        return clean, 0
-    clean = clean.sort_by([(SOURCE, "ascending"), (LINE, "ascending")])
-    keys = clean.column(contract.dedup_key).to_numpy(zero_copy_only=False)
-    _, first = np.unique(keys, return_index=True)
-    keep = np.sort(first)
-    return clean.take(pa.array(keep)), clean.num_rows - len(keep)
-
-
-def _write_clean(clean: pa.Table, path: Path, contract: ContractSettings) -> None:
-    """Hive-partitioned by event date; the snapshot is rewritten whole, so re-runs never duplicate."""
-    if path.exists():
-        shutil.rmtree(path)
-    clean = clean.sort_by(contract.event_time)
-    date = pc.strftime(clean.column(contract.event_time), format="%Y-%m-%d")
-    clean = clean.append_column("event_date", date)
-    pads.write_dataset(clean, path, format="parquet", partitioning=["event_date"],
-                       partitioning_flavor="hive", basename_template="part-{i}.parquet")
-
-
-def _file_entry(uri: str) -> dict:
-    data = read_bytes(uri)
-    return {"path": uri, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-
-
-def _snapshot_id(inputs: list[dict], contract: ContractSettings) -> str:
-    """Content hash of the inputs and the contract: same bytes + same rules → same snapshot."""
-    h = hashlib.sha256(json.dumps(asdict(contract), sort_keys=True).encode())
-    for entry in sorted(inputs, key=lambda e: e["sha256"]):
-        h.update(entry["sha256"].encode())
-    return h.hexdigest()[:16]
-
-
-def read_clean(lake: str, contract: ContractSettings) -> pa.Table:
-    """The clean snapshot in event-time order, without lake bookkeeping columns."""
-    table = pads.dataset(Path(lake) / "clean", format="parquet", partitioning="hive").to_table()
-    drop = [c for c in ("event_date", SOURCE, LINE) if c in table.column_names]
-    return table.drop_columns(drop).sort_by(contract.event_time)
+__all__ += ["EXTRA", "LINE"]

@@ -1,8 +1,10 @@
-"""Data-quality report: the same numbers as JSON (for machines) and Markdown (for people)."""
+"""Data-quality report of one ingest run: the same numbers as JSON (for machines), Markdown (for
+pull requests and terminals) and a self-contained HTML page with small histograms (for people)."""
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -10,79 +12,150 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mlinfra_ray.contract import RAW, REASONS
+from mlinfra_ray.contract import LINE, RAW, REASONS, SOURCE
+from mlinfra_ray.quality_html import render_html
+from mlinfra_ray.settings import ContractSettings
 
 BARS = " ▁▂▃▄▅▆▇█"
+BINS = 20
+EXAMPLES = 3  # per reason
 
 
 def profile_columns(table: pa.Table) -> dict[str, dict[str, Any]]:
-    """Per column: null %, distinct count, and range + histogram (numeric) or top values (text)."""
+    """Per column: null %, distinct count, and range + histogram (numbers, times) or top values."""
     out: dict[str, dict[str, Any]] = {}
     n = max(table.num_rows, 1)
     for name in table.column_names:
         if name.startswith("_"):
             continue
         col = table.column(name)
-        stats: dict[str, Any] = {"null_pct": round(100 * col.null_count / n, 3),
+        stats: dict[str, Any] = {"type": str(col.type), "null_pct": round(100 * col.null_count / n, 3),
                                  "distinct": pc.count_distinct(col).as_py()}
         if pa.types.is_integer(col.type) or pa.types.is_floating(col.type):
-            values = col.drop_null().to_numpy()
-            if len(values):
-                counts, edges = np.histogram(values, bins=12)
-                stats.update(min=float(values.min()), max=float(values.max()),
-                             mean=float(values.mean()), histogram=counts.tolist(),
-                             edges=[round(float(e), 4) for e in edges])
+            stats.update(_numeric(col))
         elif pa.types.is_timestamp(col.type):
-            mm = pc.min_max(col)
-            stats.update(min=str(mm["min"].as_py()), max=str(mm["max"].as_py()))
-        else:
-            top = pc.value_counts(col.drop_null()).to_pylist()
-            top.sort(key=lambda d: -d["counts"])
-            stats["top"] = {d["values"]: d["counts"] for d in top[:5]}
+            stats.update(_temporal(col))
+        elif stats["distinct"] <= max(1000, n // 10):  # a key-like column has no "top values"
+            stats["top"] = _top(col)
         out[name] = stats
     return out
 
 
-def write_quality_report(clean: pa.Table, quarantine: pa.Table, result: Any, out_dir: Path) -> dict:
-    examples: dict[str, str] = {}
-    for reasons, raw in zip(quarantine.column(REASONS).to_pylist(), quarantine.column(RAW).to_pylist(),
-                            strict=True):
-        for code in reasons.split(";"):
-            examples.setdefault(code, raw)
-    report = {
-        "snapshot_id": result.snapshot_id,
+def _top(col: pa.ChunkedArray, k: int = 8) -> dict[str, int]:
+    counts = pc.value_counts(col.drop_null())
+    if not len(counts):
+        return {}
+    best = pc.select_k_unstable(counts.field("counts"), k=min(k, len(counts)),
+                                sort_keys=[("counts", "descending")])
+    return {str(v): c for v, c in zip(counts.field("values").take(best).to_pylist(),
+                                      counts.field("counts").take(best).to_pylist(), strict=True)}
+
+
+def _numeric(col: pa.ChunkedArray) -> dict[str, Any]:
+    values = col.drop_null().to_numpy().astype(np.float64)
+    if not len(values):
+        return {}
+    lo, hi = np.percentile(values, [0.5, 99.5])  # heavy tails would squash every bar into one
+    counts, edges = np.histogram(values, bins=BINS, range=(lo, hi) if hi > lo else None)
+    return {"min": float(values.min()), "max": float(values.max()), "mean": float(values.mean()),
+            "histogram": counts.tolist(), "edges": [round(float(e), 6) for e in edges],
+            "histogram_range": "p0.5–p99.5"}
+
+
+def _temporal(col: pa.ChunkedArray) -> dict[str, Any]:
+    values = col.drop_null()
+    if not len(values):
+        return {}
+    seconds = pc.cast(values, pa.int64()).to_numpy() / 1e6
+    counts, edges = np.histogram(seconds, bins=BINS)
+    mm = pc.min_max(values)
+    return {"min": str(mm["min"].as_py()), "max": str(mm["max"].as_py()), "histogram": counts.tolist(),
+            "edges": [time.strftime("%Y-%m-%d %H:%M", time.gmtime(e)) for e in edges]}
+
+
+def reason_examples(quarantine: pa.Table) -> dict[str, list[dict[str, Any]]]:
+    """A few quarantined rows per reason code, with where they came from."""
+    examples: dict[str, list[dict[str, Any]]] = {}
+    if quarantine.num_rows == 0:
+        return examples
+    reasons = quarantine.column(REASONS).to_pylist()
+    wanted = []
+    for i, rs in enumerate(reasons):
+        for code in rs.split(";"):
+            if len(examples.setdefault(code, [])) < EXAMPLES:
+                examples[code].append(i)
+                wanted.append(i)
+    rows = quarantine.select([SOURCE, LINE, RAW]).take(pa.array(sorted(set(wanted)))).to_pylist()
+    by_index = dict(zip(sorted(set(wanted)), rows, strict=True))
+    return {code: [{"file": by_index[i][SOURCE], "line": by_index[i][LINE], "raw": by_index[i][RAW]}
+                   for i in idx] for code, idx in examples.items()}
+
+
+def build_report(clean: pa.Table, quarantine: pa.Table, result: Any, contract: ContractSettings,
+                 over_budget: bool) -> dict[str, Any]:
+    accounted = result.clean + result.quarantined + result.duplicates_removed
+    return {
+        "snapshot_id": result.snapshot_id, "run_id": result.run_id, "contract": contract.name,
+        "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "rows_in": result.rows_in, "clean": result.clean, "quarantined": result.quarantined,
-        "duplicates_removed": result.duplicates_removed,
+        "duplicates_removed": result.duplicates_removed, "accounting_ok": accounted == result.rows_in,
         "quarantine_fraction": round(result.quarantine_fraction, 6),
-        "reasons": result.reasons, "examples": examples, "columns": profile_columns(clean),
+        "max_quarantine_fraction": contract.max_quarantine_fraction, "over_budget": over_budget,
+        "reasons": result.reasons, "examples": reason_examples(quarantine),
+        "files": [{k: f.get(k) for k in ("path", "bytes", "sha256", "rows_in", "clean", "quarantined",
+                                         "duplicates_removed")} for f in result.files],
+        "skipped_files": result.skipped_files,
+        "extra_columns": result.extra_columns, "extra_columns_policy": contract.extra_columns,
+        "columns": profile_columns(clean),
     }
+
+
+def write_quality_report(clean: pa.Table, quarantine: pa.Table, result: Any, out_dir: Path,
+                         contract: ContractSettings, over_budget: bool = False) -> dict[str, Any]:
+    report = build_report(clean, quarantine, result, contract, over_budget)
     (out_dir / "quality.json").write_text(json.dumps(report, indent=2, default=str))
-    (out_dir / "quality.md").write_text(_markdown(report))
+    (out_dir / "quality.md").write_text(render_markdown(report))
+    (out_dir / "quality.html").write_text(render_html(report))
     return report
 
 
-def _markdown(r: dict) -> str:
-    lines = [f"# Data quality — snapshot `{r['snapshot_id']}`", "",
+def render_markdown(r: dict[str, Any]) -> str:
+    status = "**OVER THE ERROR BUDGET — nothing was written**" if r["over_budget"] else "within budget"
+    lines = [f"# Data quality — run `{r['run_id']}`, snapshot `{r['snapshot_id']}`", "",
              f"**{r['rows_in']:,} rows in = {r['clean']:,} clean + {r['quarantined']:,} quarantined "
-             f"+ {r['duplicates_removed']:,} duplicates removed** "
-             f"({r['quarantine_fraction']:.2%} quarantined)", "",
-             "## Quarantine by reason", "", "| reason | rows | example (raw) |", "|---|---:|---|"]
+             f"+ {r['duplicates_removed']:,} duplicates removed** — {r['quarantine_fraction']:.2%} quarantined "
+             f"(budget {r['max_quarantine_fraction']:.2%}, {status})", "",
+             "## Quarantine by reason", "", "| reason | rows | example (file:line — raw) |", "|---|---:|---|"]
     for code, count in r["reasons"].items():
-        example = str(r["examples"].get(code, ""))[:120].replace("|", "\\|")
-        lines.append(f"| `{code}` | {count:,} | `{example}` |")
+        ex = (r["examples"].get(code) or [{}])[0]
+        where = f"{Path(str(ex.get('file', ''))).name}:{ex.get('line', '')}"
+        raw = str(ex.get("raw", ""))[:100].replace("|", "\\|")
+        lines.append(f"| `{code}` | {count:,} | {where} — `{raw}` |")
     lines += ["", "## Clean columns", "", "| column | null % | distinct | range / top values | histogram |",
               "|---|---:|---:|---|---|"]
     for name, s in r["columns"].items():
-        if "histogram" in s:
-            desc, hist = f"{s['min']:.4g} … {s['max']:.4g} (mean {s['mean']:.4g})", _spark(s["histogram"])
-        elif "top" in s:
-            desc, hist = ", ".join(f"{k} ({v})" for k, v in s["top"].items()), ""
-        else:
-            desc, hist = f"{s.get('min')} … {s.get('max')}", ""
-        lines.append(f"| {name} | {s['null_pct']:.2f} | {s['distinct']:,} | {desc} | {hist} |")
+        lines.append(f"| {name} | {s['null_pct']:.2f} | {s['distinct']:,} | {_describe(s)} | "
+                     f"{_spark(s.get('histogram', []))} |")
+    lines += ["", "## Files", "", "| file | rows in | clean | quarantined | duplicates |",
+              "|---|---:|---:|---:|---:|"]
+    lines += [f"| {f['path']} | {f['rows_in']:,} | {f['clean']:,} | {f['quarantined']:,} | "
+              f"{f['duplicates_removed']:,} |" for f in r["files"] if f.get("rows_in") is not None]
+    if r["skipped_files"]:
+        lines += ["", f"Skipped (already ingested): {len(r['skipped_files'])} files."]
+    if r["extra_columns"]:
+        cols = ", ".join(f"`{k}` ({v:,} rows)" for k, v in r["extra_columns"].items())
+        lines += ["", f"Columns not in the contract ({r['extra_columns_policy']}): {cols}"]
     return "\n".join(lines) + "\n"
 
 
+def _describe(s: dict[str, Any]) -> str:
+    if "top" in s:
+        return ", ".join(f"{k} ({v:,})" for k, v in list(s["top"].items())[:5])
+    if "mean" in s:
+        return f"{s['min']:.4g} … {s['max']:.4g} (mean {s['mean']:.4g})"
+    return f"{s.get('min', '')} … {s.get('max', '')}"
+
+
 def _spark(counts: list[int]) -> str:
-    top = max(counts) or 1
+    top = max(counts, default=0) or 1
     return "".join(BARS[int(round(8 * c / top))] for c in counts)

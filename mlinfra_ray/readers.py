@@ -1,160 +1,205 @@
-"""Raw file readers: every file becomes a table of strings over the contract's columns.
+"""Read one split of a raw file: bytes → (parser) → the contract's columns + bookkeeping.
 
-Reading everything as text first is deliberate: the contract, not the parser, decides what a value
-means, and a row the parser rejects (wrong field count, unterminated quote, malformed JSON) is kept
-with its raw text and line number so it can be quarantined instead of silently skipped.
+Reading values as text first is deliberate: the contract, not the parser, decides what a value
+means. Columns missing from a file become nulls (then the contract's rules apply); columns the
+contract does not know are carried in `_extra` so they can be reported and kept or dropped. Each
+split is read once: the same bytes are parsed, counted (lines, for global line numbers) and hashed
+(for the snapshot manifest); those per-split facts travel in `_split_info`.
 """
 
 from __future__ import annotations
 
-import io
+import csv
 import json
-from pathlib import Path
+from dataclasses import dataclass, field
 
+import numpy as np
 import pyarrow as pa
-import pyarrow.csv as pacsv
-import pyarrow.fs as pafs
-import pyarrow.parquet as pq
+import pyarrow.compute as pc
 
-from mlinfra_ray.contract import LINE, PARSE_ERROR, RAW_TEXT, SOURCE
+from mlinfra_ray.contract import EXTRA, EXTRA_TYPE, LINE, SOURCE, SPLIT, SPLIT_INFO
+from mlinfra_ray.parsers import Undecodable, line_count, parse_csv, parse_jsonl, parse_parquet
+from mlinfra_ray.settings import ContractSettings
+from mlinfra_ray.sources import RawInputError, filesystem, plan_splits, sha256
 
-SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl",
-            ".parquet": "parquet"}
-
-
-class RawInputError(ValueError):
-    """A raw input that cannot be read at all (bad encoding, unknown kind); names the file."""
+BOM = b"\xef\xbb\xbf"
+__all__ = ["Layout", "RawInputError", "layout", "read_raw_file", "read_split", "split_stats"]
 
 
-def list_raw_files(root: str) -> list[str]:
-    """Data files under a local folder or URI, in a stable order (so snapshots hash stably)."""
-    fs, path = _filesystem(root)
-    info = fs.get_file_info(path)
-    if info.type == pafs.FileType.File:
-        infos = [info]
-    else:
-        infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
-    files = sorted(i.path for i in infos
-                   if i.type == pafs.FileType.File and Path(i.path).suffix.lower() in SUFFIXES)
-    prefix = root.split("://", 1)[0] + "://" if "://" in root else ""
-    return [prefix + f for f in files]
+@dataclass(frozen=True)
+class Layout:
+    """How the parsers should type each contract column (plain data, shipped to Ray tasks)."""
+
+    columns: list[str]
+    csv_infer: list[str] = field(default_factory=list)  # float columns: pyarrow parses clean ones natively
+    csv_dict: list[str] = field(default_factory=list)  # enum columns: dictionary-encoded, checked per value
+    json_text: list[str] = field(default_factory=list)  # string/timestamp columns: must be JSON strings
+    json_int: list[str] = field(default_factory=list)  # int columns: a float there needs the exact path
+    delimiter: str = ","
+
+    def csv_types(self, header: list[str]) -> dict[str, pa.DataType | None]:
+        dictionary = pa.dictionary(pa.int32(), pa.string())
+        return {h: None if h in self.csv_infer else dictionary if h in self.csv_dict else pa.string()
+                for h in header}
 
 
-def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
-    if "://" in uri:
-        return pafs.FileSystem.from_uri(uri)
-    return pafs.LocalFileSystem(), str(Path(uri).resolve())
+def layout(contract: ContractSettings) -> Layout:
+    cols = contract.columns
+    return Layout(columns=[c.name for c in cols],
+                  csv_infer=[c.name for c in cols if c.type == "float"],
+                  csv_dict=[c.name for c in cols if c.type == "string" and c.allowed is not None],
+                  json_text=[c.name for c in cols if c.type in ("string", "timestamp")],
+                  json_int=[c.name for c in cols if c.type == "int"])
 
 
-def read_bytes(uri: str) -> bytes:
-    fs, path = _filesystem(uri)
-    with fs.open_input_stream(path) as fh:
-        return fh.read()
-
-
-def read_raw_file(uri: str, columns: list[str]) -> pa.Table:
-    """One file as strings: contract `columns` + `_source_file`, `_line`, `_parse_error`."""
-    kind = SUFFIXES.get(Path(uri).suffix.lower())
-    data = read_bytes(uri)
-    if kind == "parquet":
-        table = pq.read_table(io.BytesIO(data))
-        rows = table.num_rows
-        cols = {c: _as_strings(table.column(c)) if c in table.column_names else pa.nulls(rows, pa.string())
-                for c in columns}
-        lines = pa.array(range(1, rows + 1), pa.int64())
-        return _finish(cols, uri, lines, pa.nulls(rows, pa.string()), pa.nulls(rows, pa.string()))
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
+def read_split(spec: dict, lay: Layout) -> pa.Table:
+    """One split as a table: contract columns (text, or native types) + bookkeeping."""
+    data, lo, hi, digest = _split_bytes(spec)
+    columns = lay.columns
     try:
-        data.decode("utf-8")
+        table, first = _parse(spec, data, lo, hi, lay)
+    except Undecodable as err:  # offsets within `data`, which starts one byte before the split
+        at = max(spec["start"] - 1, 0) + err.offset
+        raise RawInputError(f"{spec['display']}: not valid UTF-8 at byte {at}") from None
+    except (pa.ArrowInvalid, OSError) as err:
+        raise RawInputError(f"{spec['display']}: cannot be read as {spec['kind']}: {err}") from None
+    lines = table.num_rows if spec["kind"] == "parquet" else line_count(data, lo, hi)
+    info = {"split": spec["split"], "lines": lines, "sha256": digest, "bytes": spec["end"] - spec["start"]}
+    return _assemble(table, spec, columns, first, info)
+
+
+def split_stats(spec: dict) -> dict:
+    """The same per-split facts, for a split that produced no rows (so carried none in-band)."""
+    data, lo, hi, digest = _split_bytes(spec)
+    lines = 0 if spec["kind"] == "parquet" else line_count(data, lo, hi)
+    return {"split": spec["split"], "lines": lines, "sha256": digest, "bytes": spec["end"] - spec["start"]}
+
+
+def _parse(spec: dict, data: bytes, lo: int, hi: int, lay: Layout) -> tuple[pa.Table, int]:
+    """(parsed table, line index of the first parsed line within the split)."""
+    if spec["kind"] == "parquet":
+        return (parse_parquet(data) if data else pa.table({})), 0
+    if spec["part"] == 0 and data.startswith(BOM):
+        lo += len(BOM)  # the BOM belongs to line 1; it is not part of the first column name
+    if spec["kind"] == "jsonl":
+        return parse_jsonl(data, lo, hi, lay.json_text, lay.json_int), 0
+    delimiter = lay.delimiter
+    if spec["part"] > 0:
+        header = _header(spec, delimiter)
+        return parse_csv(data, lo, hi, header, delimiter, lay.csv_types(header)), 0
+    skipped = 0
+    while data[lo:lo + 1] in (b"\n", b"\r") and lo < hi:  # blank lines before the header
+        skipped += data[lo:lo + 1] == b"\n"
+        lo += 1
+    eol = data.find(b"\n", lo, hi)
+    eol = hi if eol < 0 else eol + 1
+    header = _parse_header(data[lo:eol], spec["display"], delimiter)
+    return parse_csv(data, eol, hi, header, delimiter, lay.csv_types(header)), skipped + 1
+
+
+def _parse_header(line: bytes, display: str, delimiter: str) -> list[str]:
+    try:
+        text = line.removeprefix(BOM).decode("utf-8").rstrip("\r\n")
     except UnicodeDecodeError as err:
-        raise RawInputError(f"{uri}: not valid UTF-8 at byte {err.start}") from err
-    if kind == "csv":
-        return _read_csv(data, uri, columns)
-    if kind == "jsonl":
-        return _read_jsonl(data, uri, columns)
-    raise RawInputError(f"{uri}: unknown file kind (expected one of {sorted(SUFFIXES)})")
+        raise RawInputError(f"{display}: not valid UTF-8 in the header line (byte {err.start})") from None
+    names = [n.strip() for n in next(csv.reader([text], delimiter=delimiter))] if text else []
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes or "" in names:
+        raise RawInputError(f"{display}: header has {'duplicate' if dupes else 'empty'} column names "
+                            f"{dupes or ['']}")
+    return names
 
 
-def _as_strings(col: pa.ChunkedArray) -> pa.Array:
-    if pa.types.is_timestamp(col.type):  # ISO text, which the contract declares as a format
-        col = col.cast(pa.timestamp("s", tz=col.type.tz)).cast(pa.string())
-    return col.cast(pa.string()).combine_chunks()
+def _header(spec: dict, delimiter: str) -> list[str]:
+    fs, path = filesystem(spec["uri"])
+    with fs.open_input_file(path) as fh:
+        head, step = b"", 1 << 16
+        while b"\n" not in head and len(head) < spec["size"]:
+            head += fh.read_at(step, len(head))
+    line = head.split(b"\n", 1)[0].lstrip(b"\r\n")
+    return _parse_header(line, spec["display"], delimiter)
 
 
-def _read_csv(data: bytes, uri: str, columns: list[str]) -> pa.Table:
-    header = data.split(b"\n", 1)[0].decode("utf-8").strip().split(",")
-    bad: list[pacsv.InvalidRow] = []
-
-    def keep_bad(row: pacsv.InvalidRow) -> str:
-        bad.append(row)
-        return "skip"
-
-    table = pacsv.read_csv(
-        io.BytesIO(data),
-        read_options=pacsv.ReadOptions(use_threads=False),  # physical row numbers stay known
-        parse_options=pacsv.ParseOptions(invalid_row_handler=keep_bad),
-        convert_options=pacsv.ConvertOptions(column_types={h: pa.string() for h in header},
-                                             strings_can_be_null=False),
-    )
-    bad_lines = {r.number for r in bad}
-    lines, line = [], 2  # line 1 is the header
-    for _ in range(table.num_rows):
-        while line in bad_lines:
-            line += 1
-        lines.append(line)
-        line += 1
-    n_bad = len(bad)
-    cols = {c: pa.concat_arrays([_column_or_null(table, c), pa.nulls(n_bad, pa.string())])
-            for c in columns}
-    reasons = [None] * table.num_rows + [
-        f"parse:field_count({r.actual_columns}/{r.expected_columns})" for r in bad]
-    texts = [None] * table.num_rows + [r.text for r in bad]
-    line_arr = pa.array(lines + [r.number if r.number is not None else -1 for r in bad], pa.int64())
-    return _finish(cols, uri, line_arr, pa.array(reasons, pa.string()), pa.array(texts, pa.string()))
+def _split_bytes(spec: dict) -> tuple[bytes, int, int, str]:
+    """(bytes, lo, hi, sha256 of exactly [start, end)): lines that start inside the split are
+    data[lo:hi]; the last one is completed from the next split, the first partial one is skipped."""
+    start, end, size = spec["start"], spec["end"], spec["size"]
+    if end <= start:
+        return b"", 0, 0, sha256(b"")
+    fs, path = filesystem(spec["uri"])
+    s0 = max(start - 1, 0)  # one byte before: is the split's first byte a line start?
+    with fs.open_input_file(path) as fh:
+        data = fh.read_at(end - s0, s0)
+        digest = sha256(memoryview(data)[start - s0:])
+        if spec["kind"] == "parquet":
+            return data, 0, len(data), digest
+        while end < size and not data.endswith(b"\n"):
+            more = fh.read_at(min(1 << 16, size - s0 - len(data)), s0 + len(data))
+            cut = more.find(b"\n")
+            data += more if cut < 0 else more[:cut + 1]
+            if not more:
+                break
+    if start == 0:
+        return data, 0, len(data), digest
+    nl = data.find(b"\n", 0, end - s0)  # data[0] is the byte before the split
+    lo = nl + 1 if 0 <= nl and nl + 1 < end - s0 else len(data)  # no line starts here: empty
+    return data, lo, len(data), digest
 
 
-def _column_or_null(table: pa.Table, name: str) -> pa.Array:
-    if name in table.column_names:
-        return table.column(name).combine_chunks()
-    return pa.nulls(table.num_rows, pa.string())
+def _assemble(table: pa.Table, spec: dict, columns: list[str], first: int, info: dict) -> pa.Table:
+    n = table.num_rows
+    present = set(table.column_names)
+    cols = {c: table.column(c) if c in present else pa.nulls(n, pa.string()) for c in columns}
+    extras = [c for c in table.column_names if c not in columns and not c.startswith("_")]
+    book = {
+        SOURCE: pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([spec["display"]])),
+        LINE: pc.add(table.column(LINE), first) if n else pa.array([], pa.int64()),
+        SPLIT: pa.array(np.full(n, spec["split"], np.int32)),
+        SPLIT_INFO: pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int8)),
+                                                   pa.array([json.dumps(info)])),
+        EXTRA: _extras(table, extras),
+    }
+    rest = {k: table.column(k) for k in ("_parse_error", "_raw_text")}
+    return pa.table({**cols, **book, **rest})
 
 
-def _read_jsonl(data: bytes, uri: str, columns: list[str]) -> pa.Table:
-    records: dict[str, list] = {c: [] for c in columns}
-    lines, errors, texts = [], [], []
-    for number, text in enumerate(data.decode("utf-8").splitlines(), start=1):
-        if not text.strip():
-            continue
-        try:
-            obj = json.loads(text)
-            if not isinstance(obj, dict):
-                raise ValueError("not an object")
-            error = None
-        except ValueError:
-            obj, error = {}, "parse:json"
-        for c in columns:
-            records[c].append(_json_text(obj.get(c)))
-        lines.append(number)
-        errors.append(error)
-        texts.append(text if error else None)
-    cols = {c: pa.array(v, pa.string()) for c, v in records.items()}
-    return _finish(cols, uri, pa.array(lines, pa.int64()), pa.array(errors, pa.string()),
-                   pa.array(texts, pa.string()))
+def _extras(table: pa.Table, names: list[str]) -> pa.Array:
+    """Unknown columns as a list of {k, v} per row (null when none), one schema for every file."""
+    n = table.num_rows
+    if not names:
+        return pa.nulls(n, EXTRA_TYPE)
+    values = pa.concat_arrays([_as_text(table.column(c)) for c in names])  # column-major
+    order = (np.arange(len(names))[None, :] * n + np.arange(n)[:, None]).ravel()  # → row-major
+    values = values.take(pa.array(order))
+    present = values.is_valid().to_numpy(zero_copy_only=False)  # a null is not an extra value
+    keys = pa.array(np.tile(np.array(names, object), n)[present], pa.string())
+    items = pa.StructArray.from_arrays([keys, values.filter(pa.array(present))], names=["k", "v"])
+    counts = present.reshape(n, len(names)).sum(axis=1)
+    offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
+    mask = pa.array(counts == 0)  # rows without any extra value: null, like files without extras
+    return pa.ListArray.from_arrays(offsets, items, type=EXTRA_TYPE, mask=mask)
 
 
-def _json_text(value: object) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    return json.dumps(value)
+def _as_text(col: pa.ChunkedArray) -> pa.Array:
+    col = col.combine_chunks()
+    try:
+        return col.cast(pa.string())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # nested Parquet values: JSON text
+        return pa.array([None if v is None else json.dumps(v, default=str) for v in col.to_pylist()],
+                        pa.string())
 
 
-def _finish(cols: dict[str, pa.Array], uri: str, lines: pa.Array, errors: pa.Array,
-            raw_text: pa.Array) -> pa.Table:
-    """Contract columns + bookkeeping; `raw_text` holds the line itself where parsing failed."""
-    source = pa.array([uri] * len(lines), pa.string())
-    return pa.table({**cols, SOURCE: source, LINE: lines, PARSE_ERROR: errors, RAW_TEXT: raw_text})
+def read_raw_file(uri: str, lay: Layout | list[str]) -> pa.Table:
+    """A whole file read split by split, with 1-based physical line numbers (for tests and tools).
+    A plain column list reads every column as text."""
+    from mlinfra_ray.sources import list_raw_files
+
+    lay = lay if isinstance(lay, Layout) else Layout(columns=list(lay), json_text=list(lay))
+    specs = plan_splits(list_raw_files(uri))
+    tables = [read_split(s, lay) for s in specs]
+    offsets = np.cumsum([0] + [json.loads(t.column(SPLIT_INFO).chunk(0).dictionary[0].as_py())["lines"]
+                               if t.num_rows else split_stats(s)["lines"] for t, s in zip(tables, specs,
+                                                                                           strict=True)])
+    fixed = [t.set_column(t.schema.get_field_index(LINE), LINE,
+                          pc.add(t.column(LINE), int(offsets[i]) + 1)) for i, t in enumerate(tables)]
+    return pa.concat_tables(fixed) if fixed else pa.table({})

@@ -1,49 +1,163 @@
-"""Raw readers keep every line: parser rejects come back with their text and line number."""
+"""Raw readers keep every line: rejected lines come back with their text, reason and line number,
+whatever path (pyarrow fast path or exact line-by-line path) parsed them, and however the file
+was cut into splits."""
 
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
-from mlinfra_ray.contract import LINE, PARSE_ERROR, RAW_TEXT
-from mlinfra_ray.readers import RawInputError, list_raw_files, read_raw_file
+from mlinfra_ray import sources
+from mlinfra_ray.contract import EXTRA, LINE, PARSE_ERROR, RAW_TEXT, SOURCE
+from mlinfra_ray.readers import Layout, RawInputError, read_raw_file
+from mlinfra_ray.sources import list_raw_files, plan_splits
 
 COLS = ["a", "b", "c"]
 
 
-def test_csv_bad_rows_are_kept_with_line_numbers(tmp_path):
-    f = tmp_path / "x.csv"
-    f.write_text("a,b\n1,2\n3\n4,5,6\n7,8\n")
-    t = read_raw_file(str(f), COLS).sort_by(LINE)
-    assert t.column(LINE).to_pylist() == [2, 3, 4, 5]
-    assert t.column("a").to_pylist() == ["1", None, None, "7"]
-    assert t.column("c").to_pylist() == [None] * 4  # missing column → null, not an error
-    errors = t.column(PARSE_ERROR).to_pylist()
-    assert errors[0] is None and errors[1].startswith("parse:field_count")
-    assert t.column(RAW_TEXT).to_pylist()[2] == "4,5,6"
+def rows(table: pa.Table, *names: str) -> list[tuple]:
+    t = table.sort_by(LINE)
+    return list(zip(*(t.column(n).to_pylist() for n in names), strict=True))
 
 
-def test_csv_with_bom_reads_the_first_column(tmp_path):
-    f = tmp_path / "bom.csv"
-    f.write_bytes(b"\xef\xbb\xbfa,b\n1,2\n")
-    assert read_raw_file(str(f), COLS).column("a").to_pylist() == ["1"]
+def write(tmp_path, name: str, content: str | bytes):
+    f = tmp_path / name
+    f.write_bytes(content if isinstance(content, bytes) else content.encode())
+    return str(f)
 
 
-def test_jsonl_malformed_line_is_kept(tmp_path):
-    f = tmp_path / "x.jsonl"
-    f.write_text('{"a": 1, "b": "x"}\n{"a": \n\n{"c": 2.5, "extra": true}\n')
-    t = read_raw_file(str(f), COLS)
-    assert t.column(LINE).to_pylist() == [1, 2, 4]
-    assert t.column("a").to_pylist() == ["1", None, None]
-    assert t.column("c").to_pylist() == [None, None, "2.5"]
-    assert t.column(PARSE_ERROR).to_pylist() == [None, "parse:json", None]
+@pytest.mark.parametrize(("text", "expected"), [
+    # (line, a, reason, raw text) — header is line 1
+    ("a,b\n1,2\n3\n4,5,6\n7,8\n",
+     [(2, "1", None, None), (3, None, "parse:field_count(1/2)", "3"),
+      (4, None, "parse:field_count(3/2)", "4,5,6"), (5, "7", None, None)]),
+    ('a,b\n1,2\n"3,4\n5,6\n',  # an unterminated quote costs its own line only
+     [(2, "1", None, None), (3, None, "parse:unterminated_quote", '"3,4'), (4, "5", None, None)]),
+    ("a,b\n1,2\n\n\n7,8\n",  # blank lines are not records but keep the numbering physical
+     [(2, "1", None, None), (5, "7", None, None)]),
+    ("\n\na,b\n1,2\n",  # blank lines before the header
+     [(4, "1", None, None)]),
+    ("a,b\r\n1,2\r\n3,4\r\n",  # CRLF
+     [(2, "1", None, None), (3, "3", None, None)]),
+    ('a,b\n"x, y",2\n"say ""hi""",3\n',  # quoting done right is not an error
+     [(2, "x, y", None, None), (3, 'say "hi"', None, None)]),
+    ("a,b\n1,2", [(2, "1", None, None)]),  # no final newline
+    ("a,b\n1,2\n\n\n", [(2, "1", None, None)]),  # trailing blank lines
+])
+def test_csv_lines_are_all_accounted_for(tmp_path, text, expected):
+    t = read_raw_file(write(tmp_path, "x.csv", text), COLS)
+    assert rows(t, LINE, "a", PARSE_ERROR, RAW_TEXT) == expected
+    assert t.column("c").null_count == t.num_rows  # a column the file lacks → null, not an error
 
 
-def test_undecodable_file_names_the_file(tmp_path):
-    f = tmp_path / "latin1.csv"
-    f.write_bytes("a,b\ncafé,1\n".encode("latin-1"))
-    with pytest.raises(RawInputError, match="latin1.csv"):
-        read_raw_file(str(f), COLS)
+@pytest.mark.parametrize("bom", [b"", b"\xef\xbb\xbf"])
+def test_utf8_with_or_without_bom(tmp_path, bom):
+    t = read_raw_file(write(tmp_path, "bom.csv", bom + "a,b\ncafé,1\n".encode()), COLS)
+    assert rows(t, "a", "b") == [("café", "1")]
+    j = read_raw_file(write(tmp_path, "bom.jsonl", bom + b'{"a": "x"}\n'), COLS)
+    assert rows(j, "a", LINE) == [("x", 1)]
 
 
-def test_list_raw_files_is_sorted_and_filtered(tmp_path):
-    for name in ["b.csv", "a.jsonl", "notes.txt", "c.parquet"]:
+@pytest.mark.parametrize(("name", "content"), [
+    ("latin1.csv", "a,b\ncafé,1\n".encode("latin-1")),
+    ("latin1_bad_row.csv", "a,b\n1,2\ncafé\n".encode("latin-1")),
+    ("latin1.jsonl", '{"a": "café"}\n'.encode("latin-1")),
+])
+def test_undecodable_file_names_the_file_and_byte(tmp_path, name, content):
+    with pytest.raises(RawInputError, match=rf"{name}: not valid UTF-8 at byte \d+"):
+        read_raw_file(write(tmp_path, name, content), COLS)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ('{"a": 1, "b": "x"}\n{"a": 2, "b": "y"}\n', [(1, "1", None), (2, "2", None)]),  # fast path
+    ('{"a": 1, "b": "x"}\n{"a": "two", "b": 3}\n', [(1, "1", None), (2, "two", None)]),  # mixed types
+    ('{"a": 1}\n{"a": \n\n{"c": 2.5}\n[1]\n',
+     [(1, "1", None), (2, None, "parse:json"), (4, None, None), (5, None, "parse:json_not_object")]),
+])
+def test_jsonl_lines_are_all_accounted_for(tmp_path, text, expected):
+    t = read_raw_file(write(tmp_path, "x.jsonl", text), COLS)
+    got = rows(t, LINE, "a", PARSE_ERROR)
+    assert [(line, None if a is None else str(a), err) for line, a, err in got] == expected
+
+
+def test_jsonl_fast_and_exact_paths_agree(tmp_path):
+    clean = '{"a": "x", "b": 1.5, "c": true}\n{"a": "y", "b": 2, "c": false}\n'
+    fast = read_raw_file(write(tmp_path, "fast.jsonl", clean), COLS)
+    exact = read_raw_file(write(tmp_path, "exact.jsonl", clean + "{broken\n"), COLS)
+    assert [str(v) for v in fast.column("b").to_pylist()] == ["1.5", "2"]
+    assert exact.column("b").to_pylist()[:2] == ["1.5", "2"] and exact.column("c").to_pylist()[:2] == \
+        ["true", "false"]
+
+
+def test_unknown_columns_are_carried_not_lost(tmp_path):
+    csv_rows = read_raw_file(write(tmp_path, "new.csv", "a,b,promo\n1,2,X\n3,4,\n"), COLS)
+    assert csv_rows.column(EXTRA).to_pylist() == [[{"k": "promo", "v": "X"}], None]
+    js = read_raw_file(write(tmp_path, "new.jsonl", '{"a": 1, "promo": "Y"}\n{"a": 2}\n'), COLS)
+    assert js.column(EXTRA).to_pylist() == [[{"k": "promo", "v": "Y"}], None]
+
+
+def test_parquet_keeps_native_types_and_row_numbers(tmp_path):
+    path = tmp_path / "x.parquet"
+    pq.write_table(pa.table({"a": [1.5, None], "z": ["extra", None]}), path)
+    t = read_raw_file(str(path), COLS)
+    assert t.schema.field("a").type == pa.float64() and rows(t, LINE, "a") == [(1, 1.5), (2, None)]
+    assert t.column(EXTRA).to_pylist() == [[{"k": "z", "v": "extra"}], None]
+
+
+@pytest.mark.parametrize("kind", ["csv", "jsonl"])
+def test_splits_cut_anywhere_keep_every_line_once(tmp_path, monkeypatch, kind):
+    """Cut a file into 7-byte splits: lines straddle every boundary; each is read exactly once,
+    with its physical line number, and the content hash does not depend on the cut."""
+    body = [f"{i},{'x' * (i % 5)}" if i % 4 else f"{i}" for i in range(1, 40)]
+    if kind == "jsonl":
+        body = [json.dumps({"a": str(i)}) if i % 4 else "{oops" for i in range(1, 40)]
+    text = ("a,b\n" if kind == "csv" else "") + "\n".join(body) + "\n"
+    path = write(tmp_path, f"x.{kind}", text)
+    whole = read_raw_file(path, COLS)
+    monkeypatch.setattr(sources, "SPLIT_BYTES", 7)
+    assert len(plan_splits(list_raw_files(path))) > 20
+    cut = read_raw_file(path, COLS)
+    assert rows(cut, LINE, "a", PARSE_ERROR) == rows(whole, LINE, "a", PARSE_ERROR)
+    first = 2 if kind == "csv" else 1
+    assert sorted(cut.column(LINE).to_pylist()) == list(range(first, first + 39))
+
+
+def test_header_only_and_empty_files_have_no_rows(tmp_path):
+    assert read_raw_file(write(tmp_path, "h.csv", "a,b\n"), COLS).num_rows == 0
+    assert read_raw_file(write(tmp_path, "e.csv", ""), COLS).num_rows == 0
+    assert read_raw_file(write(tmp_path, "e.jsonl", "\n\n"), COLS).num_rows == 0
+
+
+def test_duplicate_header_names_fail_with_the_file(tmp_path):
+    with pytest.raises(RawInputError, match="dup.csv: header has duplicate column names"):
+        read_raw_file(write(tmp_path, "dup.csv", "a,a\n1,2\n"), COLS)
+
+
+def test_source_file_is_shown_without_query(tmp_path):
+    t = read_raw_file(write(tmp_path, "x.csv", "a\n1\n"), COLS)
+    assert t.column(SOURCE).to_pylist() == [str(tmp_path / "x.csv")]
+
+
+def test_layout_types_csv_columns(tmp_path):
+    lay = Layout(columns=["a", "b"], csv_infer=["a"], csv_dict=["b"])
+    t = read_raw_file(write(tmp_path, "t.csv", "a,b\n1.5,web\n2,web\n"), lay)
+    assert t.schema.field("a").type == pa.float64() and pa.types.is_dictionary(t.schema.field("b").type)
+
+
+def test_listing_files_folders_and_globs(tmp_path):
+    for name in ["2026-01/a.csv", "2026-01/b.jsonl", "2026-02/c.parquet", "2026-02/notes.txt",
+                 "2026-02/.hidden.csv", "_tmp/x.csv", "top.csv"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text("")
-    assert [p.rsplit("/", 1)[1] for p in list_raw_files(str(tmp_path))] == ["a.jsonl", "b.csv", "c.parquet"]
+
+    def names(src):
+        return [f.display.removeprefix(str(tmp_path) + "/") for f in list_raw_files(src)]
+
+    assert names(str(tmp_path)) == ["2026-01/a.csv", "2026-01/b.jsonl", "2026-02/c.parquet", "top.csv"]
+    assert names(f"{tmp_path}/2026-0*/*.csv") == ["2026-01/a.csv"]
+    assert names(f"{tmp_path}/**/*.parquet") == ["2026-02/c.parquet"]
+    assert names(f"{tmp_path}/top.csv") == ["top.csv"]
+    assert names([f"{tmp_path}/top.csv", f"{tmp_path}/*.csv"]) == ["top.csv"]
+    with pytest.raises(FileNotFoundError, match="nope"):
+        list_raw_files(f"{tmp_path}/nope")

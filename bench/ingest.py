@@ -1,0 +1,119 @@
+"""Ingest throughput against plain pyarrow, on the same messy CSV and the same cores.
+
+    .venv/bin/python bench/ingest.py                 # ~200 MB CSV (2.7M rows), cached under /tmp
+    .venv/bin/python bench/ingest.py --rows 300000   # a quick look
+
+Ours ("read + validate + route"): Ray Data tasks read byte-range splits (bytes read once, hashed,
+line-counted), parse them as text, apply the fraud contract with Arrow kernels; the driver orders
+the blocks, assigns file line numbers, routes rows to clean / quarantine / duplicate and checks the
+accounting. Baseline: `pyarrow.csv.read_csv(path)` with default options (multi-threaded, type
+inference) plus `invalid_row_handler=skip`, the least it needs to get through the broken lines
+at all. Both run in this process's machine with the same cores; Ray is started once and warmed up
+(a long-lived cluster), each timing is the median of --repeat runs. Also reported, not part of the
+ratio: the whole `ingest()` (plus report, Parquet writes and manifest) on an empty lake.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import pyarrow.csv as pacsv  # noqa: E402
+
+from mlinfra_ray.compose import compose_settings  # noqa: E402
+from mlinfra_ray.datasets.fraud import generate_transactions, write_raw  # noqa: E402
+from mlinfra_ray.ingest import ingest  # noqa: E402
+from mlinfra_ray.ingest_read import read_validated  # noqa: E402
+from mlinfra_ray.routing import route  # noqa: E402
+from mlinfra_ray.settings import SyntheticSettings  # noqa: E402
+from mlinfra_ray.sources import list_raw_files  # noqa: E402
+
+
+def messy_csv(rows: int, folder: Path) -> Path:
+    """The project's generator (five timestamp formats, garbage, broken lines, duplicates), one file."""
+    cfg = SyntheticSettings(rows=rows, files=1, json_fraction=0.0, n_users=20_000, n_merchants=2_000, days=365)
+    out = folder / f"messy_{rows}"
+    path = out / "transactions_00.csv"
+    if not path.exists():
+        print(f"generating {rows:,} rows of messy CSV under {out} (once; cached) …", flush=True)
+        write_raw(generate_transactions(cfg), out, cfg)
+    return path
+
+
+def interleaved(fns: dict, repeat: int) -> tuple[dict[str, float], dict]:
+    """Median seconds per function, runs interleaved (A B A B …) so load drift hits both alike."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    out: dict = {}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            started = time.perf_counter()
+            out[name] = fn()
+            times[name].append(time.perf_counter() - started)
+    return {k: statistics.median(v) for k, v in times.items()}, out
+
+
+def full_ingest(path: Path, contract) -> float:
+    lake = Path(tempfile.mkdtemp(prefix="bench_lake_"))
+    try:
+        started = time.perf_counter()
+        ingest(str(path), str(lake), contract)
+        return time.perf_counter() - started
+    finally:
+        shutil.rmtree(lake, ignore_errors=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rows", type=int, default=2_700_000)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "mlinfra_bench_ingest"))
+    args = ap.parse_args()
+    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("RAY_DATA_LOG_LEVEL", "WARNING")
+    import ray
+    from ray.data import DataContext
+
+    path = messy_csv(args.rows, Path(args.cache))
+    size_mb = path.stat().st_size / 1e6
+    contract = compose_settings([]).contract
+    cores = os.cpu_count() or 1
+    ray.init(num_cpus=cores, include_dashboard=False, logging_config=ray.LoggingConfig(log_level="WARNING"))
+    DataContext.get_current().enable_progress_bars = False
+    files = list_raw_files(str(path))
+    read_validated(list_raw_files(str(messy_csv(20_000, Path(args.cache)))), contract)  # warm the workers
+
+    def ours():
+        table, _ = read_validated(files, contract)
+        return route(table, contract)
+
+    def baseline():
+        return pacsv.read_csv(str(path), parse_options=pacsv.ParseOptions(invalid_row_handler=lambda r: "skip"))
+
+    medians, out = interleaved({"base": baseline, "ours": ours}, args.repeat)
+    t_base, t_ours, base_table, routed = medians["base"], medians["ours"], out["base"], out["ours"]
+    rows_in = len(routed.outcome)
+    t_full = full_ingest(path, contract)
+    ray.shutdown()
+
+    print(f"\nmessy CSV: {size_mb:.0f} MB, {rows_in:,} data lines ({base_table.num_rows:,} parsed by pyarrow), "
+          f"{cores} cores, median of {args.repeat}")
+    print(f"outcome: clean {routed.clean.num_rows:,} + quarantined {routed.quarantine.num_rows:,} "
+          f"+ duplicates {routed.duplicates:,}\n")
+    print(f"{'pipeline':52s} {'seconds':>8s} {'rows/s':>12s} {'MB/s':>8s}")
+    for name, t in [("pyarrow.csv.read_csv (baseline)", t_base), ("ours: read + validate + route", t_ours),
+                    ("ours: full ingest() incl. report, Parquet, manifest", t_full)]:
+        print(f"{name:52s} {t:8.2f} {rows_in / t:12,.0f} {size_mb / t:8.1f}")
+    print(f"\nratio full_ingest_vs_pyarrow = {t_base / t_full:.3f}")
+    print(f"ratio ingest_vs_pyarrow = {t_base / t_ours:.3f}")
+
+
+if __name__ == "__main__":
+    main()

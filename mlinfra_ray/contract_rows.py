@@ -1,0 +1,78 @@
+"""What a failing row carries: its reason codes and its original values. Built only for the
+failing rows (typically a few percent), with numpy and string kernels, never row by row."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+SPECIAL = r'["\\\x00-\x1f]'  # characters a JSON string must escape
+
+
+def reasons_for(rows: np.ndarray, checks: list, parse: pa.Array | None) -> pa.Array:
+    """";"-joined codes per failing row; a parser rejection is the only reason for its row.
+
+    Rows share few distinct combinations of failed checks, so each combination's string is built
+    once and taken per row."""
+    idx = pa.array(rows, pa.int64())
+    fired = [(mask, code) for mask, code in checks if mask.true_count]
+    hits = np.zeros((len(rows), len(fired)), bool)
+    for j, (mask, _) in enumerate(fired):
+        hits[:, j] = pc.fill_null(mask.take(idx), False).to_numpy(zero_copy_only=False)
+    packed = np.packbits(hits, axis=1)  # one row of bytes per failing row: its combination
+    keys = packed.view(np.dtype((np.void, packed.shape[1]))).ravel() if len(fired) else np.zeros(len(rows))
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    labels = [";".join(fired[j][1] for j in np.flatnonzero(hits[i])) for i in first]
+    reasons = pa.array(labels, pa.string()).take(pa.array(np.asarray(inverse).ravel(), pa.int64()))
+    if parse is not None and parse.null_count < len(parse):
+        rejected = parse.take(idx)
+        reasons = pc.if_else(pc.is_valid(rejected), rejected, reasons)
+    return reasons
+
+
+def raw_for(rows: np.ndarray, columns: dict[str, pa.Array], raw_text: pa.Array | None) -> pa.Array:
+    """The failing rows' original values as one JSON object each, or the rejected line itself.
+
+    All values are escaped in one pass (column after column in one array), then one join per row
+    interleaves them with the literal keys."""
+    idx, k = pa.array(rows, pa.int64()), len(rows)
+    texts = [_as_text(column.take(idx)) for column in columns.values()]
+    if not texts:
+        return pa.array(["{}"] * k, pa.string())
+    quoted = json_strings(pa.concat_arrays(texts))
+    pieces: list = []
+    for j, name in enumerate(columns):
+        pieces += [("{" if j == 0 else ", ") + json.dumps(name) + ": ", quoted.slice(j * k, k)]
+    raw = pc.binary_join_element_wise(*pieces, "}", "")
+    if raw_text is not None and raw_text.null_count < len(raw_text):
+        line = raw_text.take(idx)
+        raw = pc.if_else(pc.is_valid(line), line, raw)
+    return raw
+
+
+def _as_text(value: pa.Array) -> pa.Array:
+    if pa.types.is_timestamp(value.type):
+        return pc.strftime(value, format="%Y-%m-%dT%H:%M:%S")
+    return value.cast(pa.string())
+
+
+def json_strings(text: pa.Array) -> pa.Array:
+    """JSON string literals (or `null`) for text values; escaping only where a value needs it."""
+    if pc.any(pc.match_substring_regex(text, SPECIAL)).as_py():
+        if pc.any(pc.match_substring_regex(text, r"[\x00-\x08\x0b\x0c\x0e-\x1f]")).as_py():
+            return pa.array([json.dumps(v) for v in text.to_pylist()], pa.string())  # rare: exact escapes
+        for char, escaped in (("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t")):
+            text = pc.replace_substring(text, char, escaped)
+    return pc.fill_null(pc.binary_join_element_wise('"', text, '"', ""), "null")
+
+
+def scatter(rows: np.ndarray, values: pa.Array, n: int) -> pa.Array:
+    """A length-n column: `values` at `rows`, null elsewhere (one take, no Python loop)."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    index = np.full(n, len(values), np.int64)  # → the null appended below
+    index[rows] = np.arange(len(rows))
+    return pa.concat_arrays([values, pa.nulls(1, values.type)]).take(pa.array(index))

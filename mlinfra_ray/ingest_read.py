@@ -1,0 +1,122 @@
+"""The Ray Data half of ingestion: one task per byte-range split reads the bytes once, parses
+them, hashes them and applies the contract; the driver then orders the blocks, turns split-local
+line numbers into file line numbers and assembles per-file content hashes."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from mlinfra_ray.contract import LINE, SPLIT, SPLIT_INFO, apply_contract
+from mlinfra_ray.fingerprint import fingerprint
+from mlinfra_ray.readers import Layout, layout, read_split, split_stats
+from mlinfra_ray.routing import KEY_FP
+from mlinfra_ray.settings import ContractSettings
+from mlinfra_ray.sources import RawFile, RawInputError, file_digest, plan_splits
+
+log = logging.getLogger(__name__)
+
+
+def read_validated(files: list[RawFile], contract: ContractSettings) -> tuple[pa.Table, list[dict]]:
+    """(validated rows in input order with file line numbers, one manifest entry per file)."""
+    splits = plan_splits(files)
+    tables = _run(splits, contract) if splits else []
+    tables = sorted((t for t in tables if t.num_rows), key=lambda t: (t.column(SPLIT)[0].as_py(),
+                                                                       t.column(LINE)[0].as_py()))
+    stats = _split_facts(tables, splits)
+    table = pa.concat_tables(tables) if tables else _empty(contract)
+    table = _file_lines(table, splits, stats)
+    entries = []
+    for i, f in enumerate(files):
+        parts = [s for s in splits if s["file_index"] == i]
+        entries.append({"path": f.display, "bytes": f.size, "fingerprint": f.fingerprint,
+                        "sha256": file_digest([stats[s["split"]]["sha256"] for s in parts]),
+                        "split_ids": [s["split"] for s in parts]})
+    return table, entries
+
+
+def _run(splits: list[dict], contract: ContractSettings) -> list[pa.Table]:
+    import ray
+
+    ds = ray.data.from_items(splits, override_num_blocks=len(splits))
+    ds = ds.map_batches(read_and_validate, batch_size=1, batch_format="pyarrow",
+                        fn_kwargs={"lay": layout(contract), "contract": contract})
+    try:
+        return ray.get(ds.to_arrow_refs())
+    except Exception as err:  # a task failed: surface an unreadable file as itself, not a Ray trace
+        cause = _find(err, RawInputError)
+        if cause is not None:
+            raise RawInputError(str(cause)) from None
+        raise
+
+
+def read_and_validate(batch: pa.Table, lay: Layout, contract: ContractSettings) -> pa.Table:
+    """The per-split task: bytes → raw columns → typed columns + reasons (+ the dedup key's
+    fingerprint, so the driver deduplicates integers), all in Arrow."""
+    out = []
+    for spec in batch.to_pylist():
+        table = apply_contract(read_split(spec, lay), contract)
+        if contract.dedup_key is not None:
+            table = table.append_column(KEY_FP, pa.array(fingerprint(table.column(contract.dedup_key))))
+        out.append(table)
+    return pa.concat_tables(out)
+
+
+def _find(err: BaseException, kind: type) -> BaseException | None:
+    seen = 0
+    while err is not None and seen < 20:
+        if isinstance(err, kind):
+            return err
+        err = getattr(err, "cause", None) or err.__cause__
+        seen += 1
+    return None
+
+
+def _split_facts(tables: list[pa.Table], splits: list[dict]) -> dict[int, dict]:
+    """Per-split line count and digest, carried in-band; splits without rows are re-measured."""
+    facts: dict[int, dict] = {}
+    for t in tables:
+        for chunk in t.column(SPLIT_INFO).chunks:
+            for value in chunk.dictionary.to_pylist():
+                info = json.loads(value)
+                facts[info["split"]] = info
+    for s in splits:
+        if s["split"] not in facts:
+            facts[s["split"]] = split_stats(s)
+    return facts
+
+
+def _file_lines(table: pa.Table, splits: list[dict], facts: dict[int, dict]) -> pa.Table:
+    """Split-local 0-based line index → 1-based line number in the file."""
+    if table.num_rows == 0:
+        return table
+    offset = np.zeros(len(splits), np.int64)
+    for s in splits:
+        if s["part"] > 0:
+            offset[s["split"]] = offset[s["split"] - 1] + facts[s["split"] - 1]["lines"]
+    split_ids = table.column(SPLIT).to_numpy()
+    lines = pc.add(table.column(LINE), pa.array(offset[split_ids] + 1))
+    return table.set_column(table.schema.get_field_index(LINE), LINE, lines)
+
+
+def drop_files(table: pa.Table, entries: list[dict], indices: list[int]) -> pa.Table:
+    """Remove the rows of the given files (content that was already ingested under another name)."""
+    if not indices or table.num_rows == 0:
+        return table
+    drop = [sid for i in indices for sid in entries[i]["split_ids"]]
+    return table.filter(pc.invert(pc.is_in(table.column(SPLIT), value_set=pa.array(drop, pa.int32()))))
+
+
+def _empty(contract: ContractSettings) -> pa.Table:
+    """What a run with no new input validates to (same columns as a real run)."""
+    from mlinfra_ray.contract import EXTRA, EXTRA_TYPE, SOURCE
+
+    dictionary = pa.dictionary(pa.int32(), pa.string())
+    raw = pa.table({**{c.name: pa.array([], pa.string()) for c in contract.columns},
+                    SOURCE: pa.array([], dictionary), LINE: pa.array([], pa.int64()),
+                    SPLIT: pa.array([], pa.int32()), EXTRA: pa.array([], EXTRA_TYPE)})
+    return apply_contract(raw, contract)
