@@ -1,0 +1,45 @@
+"""`build_app`: one function from config to the bound app — replicas or autoscaling, bounded
+queues, drift on/off, online-lookup kind — checked without starting Ray."""
+
+from __future__ import annotations
+
+import pytest
+
+from mlinfra_ray.compose import compose_settings
+from mlinfra_ray.serve.app import build_app
+from mlinfra_ray.settings import to_dict
+
+
+def deployments(*overrides: str) -> dict:
+    app = build_app(to_dict(compose_settings(["serve.bundle_path=/nonexistent/bundle", *overrides])))
+    ingress = app._bound_deployment
+    predictor, monitor, _ = ingress.init_args
+    found = {"Ingress": ingress, "Predictor": predictor._bound_deployment}
+    if monitor is not None:
+        found["DriftMonitor"] = monitor._bound_deployment
+    return found
+
+
+def test_default_app_has_bounded_queues_fixed_replicas_and_a_monitor():
+    d = deployments("serve.max_queued_requests=7", "serve.max_ongoing_requests=5", "serve.predictor_replicas=3")
+    assert set(d) == {"Ingress", "Predictor", "DriftMonitor"}
+    ingress, predictor = d["Ingress"]._deployment_config, d["Predictor"]._deployment_config
+    assert ingress.max_queued_requests == predictor.max_queued_requests == 7
+    assert ingress.max_ongoing_requests == 5
+    assert predictor.max_ongoing_requests == 64  # a full batch (max_batch_size) always fits
+    assert d["Predictor"].num_replicas == 3 and predictor.autoscaling_config is None
+    assert predictor.user_config == {"alias_poll_s": 10.0, "version": None}
+
+
+def test_autoscaling_preset_replaces_fixed_replicas():
+    cfg = deployments("serve=autoscale")["Predictor"]._deployment_config.autoscaling_config
+    assert (cfg.min_replicas, cfg.max_replicas, cfg.target_ongoing_requests) == (1, 4, 8.0)
+
+
+def test_drift_disabled_means_no_monitor_deployment():
+    assert set(deployments("drift.enabled=false")) == {"Ingress", "Predictor"}
+
+
+def test_unknown_online_store_fails_at_build_time():
+    with pytest.raises(ValueError, match="serve.online_store='nosql'"):
+        deployments("serve.online_store=nosql")
