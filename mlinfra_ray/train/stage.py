@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from mlinfra_ray.bundle import load_bundle, save_bundle, score
 from mlinfra_ray.cluster import plan_training
+from mlinfra_ray.drift import reference_part
 from mlinfra_ray.evaluate import (
     choose_threshold,
     classification_metrics,
@@ -25,7 +26,7 @@ from mlinfra_ray.evaluate import (
     overfit_gap,
     slice_metrics,
 )
-from mlinfra_ray.features.transforms import drift_columns, drift_matrix, transform
+from mlinfra_ray.features.transforms import transform
 from mlinfra_ray.lineage import lineage_tags
 from mlinfra_ray.models import build_model
 from mlinfra_ray.registry import register_bundle
@@ -77,6 +78,9 @@ def finish(settings: Settings, data: TrainingData, out: TrainOutput, snapshot_id
                                            threshold, ev.calibration_bins)
     overfit = overfit_gap(train_metrics, valid_metrics, out.history)
 
+    # Drift reference: a seeded sample of the train window, with the final model's scores of it
+    # (the serving monitor's prediction-score test compares served scores against these).
+    drift_part, drift_reference = reference_part(data.state, data.train, settings.drift, settings.seed, model)
     bundle_dir = _fresh_dir(Path(settings.paths.bundles) / out.run_name)
     lineage = {**lineage_tags(settings, snapshot_id), "run_name": out.run_name, **(extra_tags or {})}
     save_bundle(bundle_dir, model.state_dict(), {
@@ -84,7 +88,7 @@ def finish(settings: Settings, data: TrainingData, out: TrainOutput, snapshot_id
         "model": to_dict(settings.model), "config": to_dict(settings), "lineage": lineage,
         "metrics": {"threshold": threshold, "valid": valid_metrics, "train": train_metrics,
                     "overfit": overfit, "best_epoch": out.best, "calibration": platt},
-        "drift": _drift_part(data.state, settings)}, _reference_sample(data.state, data.train, settings))
+        "drift": drift_part}, drift_reference)
     # Evaluate through the saved bundle: the exact load + predict path that serving uses.
     bundle = load_bundle(bundle_dir)
     test_scores, y_test = bundle.predict(data.test), _labels(data.test, label)
@@ -136,20 +140,6 @@ def _sample(table: pa.Table, seed: int) -> pa.Table:
         return table
     idx = np.sort(np.random.default_rng(seed).choice(table.num_rows, TRAIN_EVAL_ROWS, replace=False))
     return table.take(pa.array(idx))
-
-
-def _drift_part(state: dict[str, Any], settings: Settings) -> dict[str, Any]:
-    names, categories = drift_columns(state)
-    return {"columns": names, "categories": {str(k): v for k, v in categories.items()},
-            "p_val": settings.drift.p_val, "window_size": settings.drift.window_size}
-
-
-def _reference_sample(state: dict[str, Any], train: pa.Table, settings: Settings) -> np.ndarray:
-    """A seeded random sample of the training window: what 'no drift' looks like."""
-    rng = np.random.default_rng(settings.seed)
-    n = min(settings.drift.reference_size, train.num_rows)
-    idx = np.sort(rng.choice(train.num_rows, size=n, replace=False))
-    return drift_matrix(state, train.take(pa.array(idx)))
 
 
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
