@@ -28,8 +28,8 @@ SPLIT_INFO, EXTRA = "_split_info", "_extra"
 REASONS, RAW = "_reasons", "_raw"
 PASSTHROUGH = (SOURCE, LINE, SPLIT, SPLIT_INFO, EXTRA)  # reader bookkeeping kept on every row
 EXTRA_TYPE = pa.list_(pa.struct([("k", pa.string()), ("v", pa.string())]))  # unknown columns, per row
-FLOAT_RE = r"^-?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$"  # what Arrow's cast parses (no "+5")
-INT_RE = r"^-?\d+$"
+FLOAT_RE = r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$"  # exactly what Arrow's casts parse:
+INT_RE = r"^-?\d+$"  # the regex path and the direct-cast path must agree ("+5" is a float, not an int)
 TRUE, FALSE = ["true", "1", "yes", "t", "y"], ["false", "0", "no", "f", "n"]
 
 
@@ -113,12 +113,13 @@ def _coerce_native(raw: pa.Array, col: ColumnSpec) -> tuple[pa.Array, list[Check
             return coerce_column(raw.cast(pa.string()), col)
     else:
         return coerce_column(raw.cast(pa.string()), col)
-    parsed = pc.is_valid(values)
-    checks: list[Check] = [] if col.nullable else [(pc.invert(parsed), f"missing:{col.name}")]
+    checks: list[Check] = [] if col.nullable else [(pc.is_null(values), f"missing:{col.name}")]
     if pa.types.is_floating(values.type):  # NaN/inf are not numbers a contract can range-check
         finite = pc.fill_null(pc.is_finite(values), True)
-        checks.append((pc.invert(finite), f"type:{col.name}"))
-    return values, checks + _value_checks(values, parsed, col)
+        if finite.false_count:
+            checks.append((pc.invert(finite), f"type:{col.name}"))
+            values = pc.if_else(finite, values, pa.scalar(None, values.type))
+    return values, checks + _value_checks(values, pc.is_valid(values), col)
 
 
 def _value_checks(values: pa.Array, parsed: pa.Array, col: ColumnSpec) -> list[Check]:

@@ -42,10 +42,11 @@ def parse_timestamp(text: pa.Array, col) -> tuple[pa.Array, pa.Array, list[Check
         if amb is not None:
             ambiguous = amb if ambiguous is None else pc.or_(ambiguous, amb)
     checks: list[Check] = []
+    recognized = pc.is_valid(result)  # a format matched (even if the local time is ambiguous)
     if ambiguous is not None and ambiguous.true_count:
         checks.append((ambiguous, f"ambiguous:{col.name}"))
         result = pc.if_else(ambiguous, pa.scalar(None, result.type), result)
-    return result, pc.is_valid(result), checks
+    return result, recognized, checks
 
 
 def _parse_epochs(text: pa.Array, formats: list[str]) -> pa.Array:

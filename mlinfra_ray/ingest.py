@@ -145,7 +145,7 @@ def _finish(routed: Routed, entries: list[dict], skipped: list[str], root: Path,
         raise DataQualityError(
             f"{result.quarantine_fraction:.1%} of rows quarantined, over the error budget "
             f"max_quarantine_fraction={contract.max_quarantine_fraction:.1%}; top reasons: {top}; "
-            f"nothing was written to the snapshot; see {result.report_path} and {rejected[0]['path']}")
+            f"nothing was written to the snapshot; see {result.report_path} and {root / rejected[0]['path']}")
     new = _manifest(result, routed, all_files, root, contract, manifest, run_id)
     result.seconds = round(time.monotonic() - started, 3)
     new["runs"][-1]["seconds"] = result.seconds

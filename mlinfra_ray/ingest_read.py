@@ -21,10 +21,18 @@ from mlinfra_ray.sources import RawFile, RawInputError, file_digest, plan_splits
 log = logging.getLogger(__name__)
 
 
-def read_validated(files: list[RawFile], contract: ContractSettings) -> tuple[pa.Table, list[dict]]:
-    """(validated rows in input order with file line numbers, one manifest entry per file)."""
+def read_validated(files: list[RawFile], contract: ContractSettings,
+                   use_ray: bool = True) -> tuple[pa.Table, list[dict]]:
+    """(validated rows in input order with file line numbers, one manifest entry per file).
+
+    `use_ray=False` runs the very same per-split function in this process (tests, small tools)."""
     splits = plan_splits(files)
-    tables = _run(splits, contract) if splits else []
+    if not splits:
+        tables = []
+    elif use_ray:
+        tables = _run(splits, contract)
+    else:
+        tables = [read_and_validate(pa.Table.from_pylist([s]), layout(contract), contract) for s in splits]
     tables = sorted((t for t in tables if t.num_rows), key=lambda t: (t.column(SPLIT)[0].as_py(),
                                                                        t.column(LINE)[0].as_py()))
     stats = _split_facts(tables, splits)

@@ -202,4 +202,8 @@ def read_raw_file(uri: str, lay: Layout | list[str]) -> pa.Table:
                                                                                            strict=True)])
     fixed = [t.set_column(t.schema.get_field_index(LINE), LINE,
                           pc.add(t.column(LINE), int(offsets[i]) + 1)) for i, t in enumerate(tables)]
+    if len({t.schema for t in fixed}) > 1:  # splits typed differently (text vs native): show as text
+        mixed = {f.name for t in fixed for f in t.schema if f.type != fixed[0].schema.field(f.name).type}
+        fixed = [t.cast(pa.schema([pa.field(f.name, pa.string()) if f.name in mixed else f for f in t.schema]))
+                 for t in fixed]
     return pa.concat_tables(fixed) if fixed else pa.table({})

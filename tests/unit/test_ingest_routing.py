@@ -1,24 +1,31 @@
-"""Routing without Ray: accounting invariant, duplicates, error budget, outputs."""
+"""Routing and the lake without Ray: accounting, duplicates, error budget, outputs, manifest."""
 
 import dataclasses
 import json
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from mlinfra_ray import lake
 from mlinfra_ray.compose import compose_settings
-from mlinfra_ray.contract import apply_contract
+from mlinfra_ray.contract import EXTRA, EXTRA_TYPE, apply_contract
+from mlinfra_ray.fingerprint import fingerprint, repeated
 from mlinfra_ray.ingest import DataQualityError, read_clean, route_and_write
+from mlinfra_ray.routing import DUPLICATE, KEY_FP, QUARANTINED, route
 from tests.unit.test_contract import GOOD
 
 CONTRACT = compose_settings([]).contract
 
 
-def batch(rows):
+def batch(rows, extras=None):
     t = pa.Table.from_pylist(rows)
     t = t.append_column("_source_file", pa.array(["f.csv"] * len(rows)))
-    return apply_contract(t.append_column("_line", pa.array(range(2, len(rows) + 2), pa.int64())), CONTRACT)
+    t = t.append_column("_line", pa.array(range(2, len(rows) + 2), pa.int64()))
+    if extras is not None:
+        t = t.append_column(EXTRA, pa.array(extras, EXTRA_TYPE))
+    return apply_contract(t, CONTRACT)
 
 
 def rows(n_good=20, n_bad=1, n_dup=2):
@@ -33,20 +40,90 @@ def test_accounting_duplicates_and_outputs(tmp_path):
     assert r.reasons == {"type:amount": 1}
     q = pq.read_table(r.quarantine_path).to_pylist()[0]
     assert q["_source_file"] == "f.csv" and q["_line"] == 22 and q["columns"] == "amount"
+    assert json.loads(q["_raw"])["amount"] == "n/a"
     assert read_clean(str(tmp_path), CONTRACT).num_rows == 20
     report = json.loads((tmp_path / "quality.json").read_text())
-    assert report["rows_in"] == 23 and report["columns"]["amount"]["null_pct"] == 0
+    assert report["rows_in"] == 23 and report["accounting_ok"] and report["columns"]["amount"]["null_pct"] == 0
+    assert report["examples"]["type:amount"][0] == {"file": "f.csv", "line": 22, "raw": q["_raw"]}
     assert "type:amount" in (tmp_path / "quality.md").read_text()
+    html = (tmp_path / "quality.html").read_text()
+    assert "<svg" in html and "23 rows in = 20 clean + 1 quarantined + 2 duplicates removed" in html
+    metrics = (tmp_path / "metrics.prom").read_text()
+    assert 'mlinfra_ingest_rows_total{outcome="quarantined"} 1.0' in metrics
+    assert 'mlinfra_ingest_quarantined_rows_total{reason="type:amount"} 1.0' in metrics
 
 
-def test_rerun_is_idempotent(tmp_path):
+def test_rerun_is_idempotent_and_keys_already_in_the_lake_are_duplicates(tmp_path):
     route_and_write(batch(rows()), [], tmp_path, CONTRACT)
-    route_and_write(batch(rows()), [], tmp_path, CONTRACT)
+    again = route_and_write(batch(rows()), [], tmp_path, CONTRACT)
+    assert (again.clean, again.duplicates_removed) == (0, 22)
     assert read_clean(str(tmp_path), CONTRACT).num_rows == 20
+    manifest = lake.load_manifest(tmp_path)
+    assert (manifest["rows_in"], manifest["clean"], len(manifest["runs"])) == (46, 20, 2)
 
 
-def test_error_budget_stops_before_clean_data_is_written(tmp_path):
+def test_error_budget_stops_before_anything_is_written(tmp_path):
+    route_and_write(batch(rows(n_bad=0)), [], tmp_path, CONTRACT)
+    before = lake.load_manifest(tmp_path)
     strict = dataclasses.replace(CONTRACT, max_quarantine_fraction=0.01)
-    with pytest.raises(DataQualityError, match=r"type:amount \(3\)"):
-        route_and_write(batch(rows(n_bad=3)), [], tmp_path, strict)
-    assert not (tmp_path / "clean").exists() and (tmp_path / "quality.md").exists()
+    with pytest.raises(DataQualityError, match=r"12\.0% of rows quarantined.*type:amount \(3\)"):
+        route_and_write(batch([{**r, "transaction_id": f"tx7{i:07d}"} for i, r in enumerate(rows(n_bad=3))]),
+                        [], tmp_path, strict)
+    assert lake.load_manifest(tmp_path) == before  # the snapshot downstream stages read is unchanged
+    assert read_clean(str(tmp_path), CONTRACT).num_rows == 20
+    assert json.loads((tmp_path / "quality.json").read_text())["over_budget"]
+    assert "mlinfra_ingest_last_run_over_budget 1.0" in (tmp_path / "metrics.prom").read_text()
+    assert list((tmp_path / "rejected").glob("*.parquet"))  # the rejected rows, for inspection
+
+
+def test_first_occurrence_wins_and_quarantined_rows_are_not_duplicates():
+    data = [{**GOOD, "transaction_id": "tx00000001", "amount": "n/a"},  # quarantined: not "first"
+            {**GOOD, "transaction_id": "tx00000001", "amount": "1"},
+            {**GOOD, "transaction_id": "tx00000001", "amount": "2"}]
+    routed = route(batch(data), CONTRACT)
+    assert routed.outcome.tolist() == [QUARANTINED, 0, DUPLICATE]
+    assert routed.clean.column("amount").to_pylist() == [1.0]
+
+
+def test_fingerprint_collisions_cannot_merge_different_keys():
+    table = batch([{**GOOD, "transaction_id": f"tx{i:08d}"} for i in range(4)])
+    table = table.append_column(KEY_FP, pa.array(np.zeros(4, np.uint64)))  # every fingerprint collides
+    assert route(table, CONTRACT).duplicates == 0
+
+
+def test_fingerprints_are_stable_across_slices_and_layouts():
+    values = ["", "a", "ab", "abcdefgh", "abcdefghi", "é" * 9, "ab"]
+    whole = fingerprint(pa.array(values))
+    assert whole[2] == whole[6] and len(set(whole.tolist())) == 6
+    assert fingerprint(pa.array(["zz", *values]).slice(1)).tolist() == whole.tolist()
+    assert fingerprint(pa.array(values).dictionary_encode()).tolist() == whole.tolist()
+    assert fingerprint(pa.chunked_array([values[:3], values[3:]])).tolist() == whole.tolist()
+    assert repeated(whole).tolist() == [False, False, True, False, False, False, True]
+
+
+def test_unknown_columns_are_counted_and_kept_or_dropped():
+    extras = [[{"k": "promo", "v": "X"}], None, [{"k": "promo", "v": "Y"}, {"k": "channel", "v": "z"}]]
+    data = [{**GOOD, "transaction_id": f"tx{i:08d}"} for i in range(3)]
+    dropped = route(batch(data, extras), CONTRACT)
+    assert dropped.extras == {"promo": 2, "channel": 1} and "promo" not in dropped.clean.column_names
+    kept = route(batch(data, extras), dataclasses.replace(CONTRACT, extra_columns="keep"))
+    assert kept.clean.column("promo").to_pylist() == ["X", None, "Y"]
+    assert kept.clean.column("extra_channel").to_pylist() == [None, None, "z"]  # no clash with the contract
+
+
+def test_readers_see_only_committed_parts(tmp_path):
+    route_and_write(batch(rows()), [], tmp_path, CONTRACT)
+    orphan = tmp_path / "clean" / "event_date=2026-01-02" / "part-crashed-0.parquet"
+    pq.write_table(read_clean(str(tmp_path), CONTRACT), orphan)  # a run that died before committing
+    assert read_clean(str(tmp_path), CONTRACT).num_rows == 20
+    assert lake.remove_unlisted(tmp_path, lake.load_manifest(tmp_path)) == 1 and not orphan.exists()
+
+
+def test_changed_contract_rebuilds_the_snapshot(tmp_path):
+    first = route_and_write(batch(rows()), [], tmp_path, CONTRACT)
+    looser = dataclasses.replace(CONTRACT, max_quarantine_fraction=0.5)
+    second = route_and_write(batch(rows()), [], tmp_path, looser)
+    assert second.clean == 20 and second.snapshot_id != first.snapshot_id  # not 0: nothing was "seen"
+    assert read_clean(str(tmp_path), CONTRACT).num_rows == 20
+    parts = list((tmp_path / "clean").rglob("*.parquet"))
+    assert len(parts) == len(lake.load_manifest(tmp_path)["clean_files"])  # the old snapshot's are gone
