@@ -52,11 +52,14 @@ def run_pipeline(settings: Settings, serve_demo: bool = True) -> dict[str, Any]:
     started = time.monotonic()
     generated = run_generate(settings)
     ingested = run_ingest(settings)
+    features = _run_feature_store(settings) if settings.features.use_views else None
     trained = run_train(settings)
     summary: dict[str, Any] = {"generated": generated, "ingest": _ingest_summary(ingested),
                                "train": {"run_name": trained.run_name, "test": trained.metrics,
                                          "epochs": len(trained.history), "registry": trained.registry,
                                          "bundle": trained.bundle_path}}
+    if features is not None:
+        summary["features"] = features
     if serve_demo:
         from mlinfra_ray.demo import run_serve_demo
 
@@ -65,6 +68,13 @@ def run_pipeline(settings: Settings, serve_demo: bool = True) -> dict[str, Any]:
     summary["path"] = str(Path(settings.paths.root) / "summary.json")
     Path(summary["path"]).write_text(json.dumps(summary, indent=2, default=str))
     return summary
+
+
+def _run_feature_store(settings: Settings) -> dict[str, Any]:
+    """features.use_views: views → offline store (training joins them point-in-time) → online store."""
+    from mlinfra_ray.features.stage import run_features, run_materialize
+
+    return {"offline": run_features(settings), "materialize": run_materialize(settings)}
 
 
 def _ingest_summary(result: IngestResult) -> dict[str, Any]:

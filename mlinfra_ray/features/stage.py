@@ -16,7 +16,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from mlinfra_ray.features.offline import OfflineStore, join_views
+from mlinfra_ray.features.offline import OfflineStore, definition, join_views
 from mlinfra_ray.features.online import open_store
 from mlinfra_ray.features.transforms import fit_feature_state
 from mlinfra_ray.settings import FeatureSettings, FeatureView, Settings
@@ -51,7 +51,6 @@ def run_features(settings: Settings) -> dict[str, Any]:
     import ray
 
     from mlinfra_ray.cluster import connect
-    from mlinfra_ray.ingest import read_clean
     from mlinfra_ray.pipeline import load_manifest
     from mlinfra_ray.train.stage import time_split
 
@@ -64,10 +63,7 @@ def run_features(settings: Settings) -> dict[str, Any]:
     if settings.features.views:
         events = ray.data.read_parquet(str(Path(settings.paths.lake) / "clean"))
         writes = [store.write_view(events, v, contract.event_time) for v in settings.features.views]
-    clean = read_clean(settings.paths.lake, contract)
-    if settings.features.use_views:
-        clean = build_training_set(clean, settings)
-    train, _, _ = time_split(clean, contract.event_time, settings.data.split)
+    train, _, _ = time_split(training_table(settings), contract.event_time, settings.data.split)
     state = fit_feature_state(train, settings.features, contract.event_time)
     version = store.save_state(state, {"snapshot_id": snapshot, "train_rows": train.num_rows})
     log.info("feature state v%d (%s); view writes: %s", version["version"], "new" if version["new"] else
@@ -98,7 +94,27 @@ def run_skew_check(settings: Settings) -> dict[str, Any]:
         online.close()
 
 
-def build_training_set(labels: pa.Table, settings: Settings, inclusive: bool = False) -> pa.Table:
+def training_table(settings: Settings) -> pa.Table:
+    """The clean snapshot plus the views' point-in-time columns: what the training stage splits,
+    fits and gates on (the seam in mlinfra_ray.train.data).
+
+    With `features.use_views` every view must be in the offline store. Without it, the views the
+    offline store holds (same definition) are joined anyway: the model ignores them, but a
+    champion trained with views can still be scored on the same holdout by the promotion gate.
+    """
+    from mlinfra_ray.ingest import read_clean
+
+    table = read_clean(settings.paths.lake, settings.contract)
+    views = settings.features.views
+    if not settings.features.use_views:
+        store = offline_store(settings)
+        views = [v for v in views if (store.meta(v.name) or {}).get("definition") == definition(v)
+                 and store.write_ids(v.name)]
+    return build_training_set(table, settings, views=views) if views else table
+
+
+def build_training_set(labels: pa.Table, settings: Settings, inclusive: bool = False,
+                       views: list[FeatureView] | None = None) -> pa.Table:
     """`labels` plus every view's raw columns and feature time, joined point-in-time with Ray Data
     (same row order); `transform` applies the TTL and derives `since_last`.
 
@@ -108,7 +124,7 @@ def build_training_set(labels: pa.Table, settings: Settings, inclusive: bool = F
     """
     import ray
 
-    views = settings.features.views
+    views = settings.features.views if views is None else views
     store = offline_store(settings)
     refs = {v.name: ray.put(store.read_view(v.name)) for v in views}
     labels = labels.append_column(ROW, pa.array(range(labels.num_rows), pa.int64()))

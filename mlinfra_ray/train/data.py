@@ -40,20 +40,20 @@ def time_split(table: pa.Table, event_time: str, split: SplitSettings) -> tuple[
 
 def holdout(settings: Settings) -> pa.Table:
     """The latest window of the current clean snapshot: what models are compared on."""
-    from mlinfra_ray.ingest import read_clean
+    from mlinfra_ray.features.stage import training_table  # + feature views when features.use_views
 
     contract = settings.contract
-    return time_split(read_clean(settings.paths.lake, contract), contract.event_time, settings.data.split)[2]
+    return time_split(training_table(settings), contract.event_time, settings.data.split)[2]
 
 
 def prepare(settings: Settings, table: pa.Table | None = None) -> TrainingData:
     """Split the clean snapshot (or `table`, contract-typed rows), fit features on the train
     window, materialize Ray Datasets."""
-    from mlinfra_ray.ingest import read_clean
+    from mlinfra_ray.features.stage import training_table  # + feature views when features.use_views
 
     contract, label = settings.contract, settings.contract.label
     if table is None:
-        table = read_clean(settings.paths.lake, contract)
+        table = training_table(settings)
     train_t, valid_t, test_t = time_split(table, contract.event_time, settings.data.split)
     log.info("train/valid/test rows: %d / %d / %d", train_t.num_rows, valid_t.num_rows, test_t.num_rows)
     state = fit_feature_state(train_t, settings.features, contract.event_time)
