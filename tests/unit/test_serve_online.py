@@ -1,0 +1,76 @@
+"""The predictor's online-feature seam against a real SQLite online store: view columns attached to
+the scoring table, hits and misses counted per view, the store's age read from its metadata."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from mlinfra_ray.bundle import load_bundle
+from mlinfra_ray.compose import compose_settings
+from mlinfra_ray.datasets.bundles import synthetic_bundle
+from mlinfra_ray.features.aggregations import feature_time_column, view_columns
+from mlinfra_ray.features.online import encode_rows, open_store
+from mlinfra_ray.serve.metrics import ServeMetrics
+from mlinfra_ray.serve.online import FeatureStoreLookup, NoOnlineLookup, make_online_lookup
+from mlinfra_ray.serve.schemas import parse_predict, predict_request_model, records_to_table
+from mlinfra_ray.serve.scoring import ServedModel, score_requests
+from mlinfra_ray.settings import to_dict
+
+RECORD = {"transaction_id": "tx00000001", "user_id": "u000001", "merchant_id": "m00001",
+          "event_time": "2026-01-10T10:00:00Z", "amount": 52.5, "channel": "web",
+          "merchant_category": "travel", "country": "US", "distance_from_home_km": 3.0}
+EVENT_US = 1768039200 * 1_000_000 - 3_600_000_000  # one hour before the scored event (2026-01-10 10:00Z)
+
+
+@pytest.fixture()
+def lookup(tmp_path):
+    settings = compose_settings([f"paths.root={tmp_path}", "online_store=sqlite"])
+    store = open_store(settings.online_store, settings.paths.root)
+    for view in settings.features.views:
+        k = len(view_columns(view))
+        key = "u000001" if view.entity == "user_id" else "m00001"
+        values = np.arange(k, dtype=float)[None, :] + 1
+        store.write(view.name, [key], encode_rows(np.array([EVENT_US]), values))
+        store.set_meta(view.name, {"columns": view_columns(view), "materialized_at": time.time() - 120})
+    store.close()
+    return settings, make_online_lookup("feature_store", to_dict(settings))
+
+
+def requests(contract, *records):
+    return parse_predict(predict_request_model(contract, 10), __import__("json").dumps(list(records)).encode())
+
+
+def test_feature_store_lookup_attaches_view_columns_and_counts(lookup):
+    settings, online = lookup
+    assert isinstance(online, FeatureStoreLookup)
+    unknown = {**RECORD, "transaction_id": "tx00000002", "user_id": "u999999", "merchant_id": "m99999"}
+    table = online.attach(records_to_table(requests(settings.contract, RECORD, unknown), settings.contract))
+    for view in settings.features.views:
+        values = table.column(view_columns(view)[0]).to_numpy(zero_copy_only=False)
+        assert values[0] == 1.0 and np.isnan(values[1])  # found / missing (never a zero)
+        assert table.column(feature_time_column(view)).null_count == 1
+    stats = online.stats()
+    assert {v: (s["hit"], s["miss"]) for v, s in stats.items()} == {"user_amount": (1, 1),
+                                                                    "merchant_amount": (1, 1)}
+    assert 110 < online.age_s() < 300
+
+
+def test_scoring_reports_lookup_deltas_once_per_batch_and_metrics_count_them(lookup, tmp_path):
+    settings, online = lookup
+    bundle = load_bundle(synthetic_bundle(tmp_path / "b", settings, rows=800))
+    model = ServedModel.create(bundle, {"version": "1", "alias": "champion"})
+    batch = [requests(settings.contract, RECORD), requests(settings.contract, {**RECORD, "user_id": "u424242"})]
+    out = score_requests(model, online, batch)
+    assert out[0]["online"]["lookups"]["user_amount"] == {"hit": 1, "miss": 1, "invalid": 0, "stale": 0}
+    assert out[1]["online"]["lookups"] == {}  # counted once, with the first request of the batch
+    metrics = ServeMetrics()
+    for o in out:
+        metrics.observe_online(o["online"]["lookups"], o["online"]["age_s"])
+    text = metrics.render()[0].decode()
+    assert 'mlinfra_online_lookups_total{outcome="miss",view="user_amount"} 1.0' in text
+    assert "mlinfra_online_lookup_misses_total 1.0" in text  # merchant m00001 was found both times
+    plain = score_requests(model, NoOnlineLookup(), batch)  # this feature state uses no views
+    assert np.allclose(np.concatenate([o["scores"] for o in out]), np.concatenate([o["scores"] for o in plain]))
