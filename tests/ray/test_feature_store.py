@@ -169,3 +169,53 @@ def first_events_after(events: pa.Table, cut: int, entities: list[str]) -> pa.Ta
     times = later["event_time"].cast(pa.int64()).to_numpy()
     first &= times > events["event_time"].cast(pa.int64())[cut - 1].as_py()  # strictly after the cutoff
     return later.filter(pa.array(first))
+
+
+def test_served_over_http_with_online_features_equals_the_offline_path(ray_cluster, events, tmp_path):
+    """Serve app (serve.online_store=feature_store, SQLite) over real HTTP: each request's score
+    equals the bundle's score of the same transaction on the offline point-in-time training set,
+    and /metrics counts the lookups by view and outcome."""
+    import httpx
+
+    from mlinfra_ray.bundle import load_bundle
+    from mlinfra_ray.datasets.bundles import synthetic_bundle
+    from mlinfra_ray.serve.app import deploy, shutdown_serve
+
+    s = settings_for(tmp_path, "serve.online_store=feature_store", f"serve.port={_free_port()}",
+                     "drift.enabled=false")
+    store, views = offline_store(s), s.features.views
+    cut = events.num_rows * 2 // 3
+    write(store, events.slice(0, cut), views)
+    online = open_store(s.online_store, s.paths.root)
+    materialize(store, online, views)
+    online.close()
+    write(store, events, views)
+    training = build_training_set(events, s)
+    bundle = synthetic_bundle(tmp_path / "bundle", s, train=training.slice(0, cut))
+    requests = first_events_after(events, cut, [v.entity for v in views])
+    scores = load_bundle(bundle).predict(training)  # the offline path: point-in-time rows
+    offline = dict(zip(training["transaction_id"].to_pylist(), scores, strict=True))
+    url = deploy(to_dict(s), bundle_path=str(bundle))
+    try:
+        records = [{**r, "event_time": r["event_time"].isoformat()}
+                   for r in requests.drop_columns(["is_fraud"]).to_pylist()]
+        with httpx.Client(base_url=url, timeout=60) as client:
+            for record in records:
+                resp = client.post("/predict", json=record)
+                assert resp.status_code == 200, resp.text
+                served = resp.json()["predictions"][0]["score"]
+                assert abs(served - offline[record["transaction_id"]]) <= 1e-6, record["transaction_id"]
+            metrics = client.get("/metrics").text
+    finally:
+        shutdown_serve()
+    hits = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+               if line.startswith("mlinfra_online_lookups_total{") and 'outcome="hit"' in line)
+    assert 0 < hits <= 2 * len(records)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
