@@ -9,10 +9,17 @@ cluster up until stdin closes, and shuts it down.
 """
 
 import json
+import socket
 import sys
 
 import ray._private.utils as ray_utils
 from ray.cluster_utils import Cluster
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def main(temp_dir: str, dashboard_port: int) -> None:
@@ -22,7 +29,8 @@ def main(temp_dir: str, dashboard_port: int) -> None:
     ray_utils.write_ray_address = lambda address, _=None: write(address, temp_dir)
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 1, "resources": {"head": 1}, "temp_dir": temp_dir, "include_dashboard": True,
-        "dashboard_host": "127.0.0.1", "dashboard_port": dashboard_port})
+        "dashboard_host": "127.0.0.1", "dashboard_port": dashboard_port,
+        "dashboard_agent_listen_port": free_port()})  # not the fixed 52365 another cluster may hold
     try:
         workers = [cluster.add_node(num_cpus=1, resources={"cpu_worker": 1}) for _ in range(2)]
         cluster.wait_for_nodes()

@@ -113,6 +113,9 @@ def start_head(num_cpus: int = 2, timeout_s: int = 600) -> Head:
     cmd = ["ray", "start", "--head", "--node-ip-address=127.0.0.1", f"--port={head.gcs_port}",
            "--dashboard-host=127.0.0.1", f"--dashboard-port={head.dashboard_port}",
            f"--ray-client-server-port={free_port()}", f"--num-cpus={num_cpus}",
+           # the agent's HTTP port (jobs go through it) defaults to a fixed 52365: with another
+           # cluster on this machine the agent cannot bind and every submit answers "No available agent"
+           f"--dashboard-agent-listen-port={free_port()}",
            f"--temp-dir={head.temp_dir}", "--disable-usage-stats"]
     proc = subprocess.run(cmd, env=head.env, capture_output=True, text=True, timeout=timeout_s)
     try:
