@@ -61,13 +61,8 @@ class ApiConfig:
 def build_api(service: Service, contract: ContractSettings, metrics: ServeMetrics,
               config: ApiConfig) -> Guard:
     """The ASGI app: FastAPI routes wrapped by the guard (auth, body limit, request metrics)."""
-    record = request_model(contract)
-    body_model = predict_request_model(contract, config.max_records)
-    answer = response_model(contract)
     app = FastAPI(title=config.title, version="1")
     fields = {c.name for c in contract.columns}
-    nullable = [c.name for c in contract.columns if c.nullable and c.name != contract.label]
-    id_key, label = response_id_field(contract), contract.label
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -75,7 +70,20 @@ def build_api(service: Service, contract: ContractSettings, metrics: ServeMetric
         metrics.observe_invalid(_field_names(detail, fields))
         return JSONResponse({"detail": detail}, status_code=422)
 
-    @app.post("/predict", response_model=answer, responses={503: {"description": "overloaded; retry"}})
+    _add_predict(app, service, contract, metrics, config.max_records)
+    _add_probes(app, service, metrics)
+    _document_single_record(app, request_model(contract).__name__)
+    return Guard(app, metrics, config.max_body_bytes, config.api_key, config.public_paths, ENDPOINTS)
+
+
+def _add_predict(app: FastAPI, service: Service, contract: ContractSettings, metrics: ServeMetrics,
+                 max_records: int) -> None:
+    body_model = predict_request_model(contract, max_records)
+    nullable = [c.name for c in contract.columns if c.nullable and c.name != contract.label]
+    id_key, label = response_id_field(contract), contract.label
+
+    @app.post("/predict", response_model=response_model(contract),
+              responses={503: {"description": "overloaded or a replica lost; retry"}})
     async def predict(body: body_model) -> Response:  # type: ignore[valid-type]
         records = [r.model_dump() for r in body.records]
         metrics.observe_missing(records, nullable)
@@ -93,6 +101,8 @@ def build_api(service: Service, contract: ContractSettings, metrics: ServeMetric
         metrics.set_model(out["model"]["version"], out["model"]["alias"], out.get("created_at"))
         return JSONResponse({"predictions": predictions, "model": out["model"]})
 
+
+def _add_probes(app: FastAPI, service: Service, metrics: ServeMetrics) -> None:
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -121,9 +131,6 @@ def build_api(service: Service, contract: ContractSettings, metrics: ServeMetric
         await service.refresh_metrics()
         body, content_type = metrics.render()
         return Response(body, media_type=content_type)
-
-    _document_single_record(app, record.__name__)
-    return Guard(app, metrics, config.max_body_bytes, config.api_key, config.public_paths, ENDPOINTS)
 
 
 def _document_single_record(app: FastAPI, record_name: str) -> None:
