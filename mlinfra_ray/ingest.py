@@ -28,7 +28,7 @@ from mlinfra_ray.ingest_report import write_metrics
 from mlinfra_ray.quality import write_quality_report
 from mlinfra_ray.routing import Routed, route
 from mlinfra_ray.settings import ContractSettings
-from mlinfra_ray.sources import list_raw_files
+from mlinfra_ray.sources import list_raw_files, redact
 
 log = logging.getLogger(__name__)
 __all__ = ["DataQualityError", "IngestResult", "apply_contract", "ingest", "read_clean", "route_and_write"]
@@ -76,10 +76,10 @@ def ingest(raw: str | list[str], lake: str, contract: ContractSettings) -> Inges
         manifest = None
     files = list_raw_files(raw)
     if not files:
-        raise FileNotFoundError(f"no CSV/JSON Lines/Parquet files under {raw}")
+        raise FileNotFoundError(f"no CSV/JSON Lines/Parquet files under {redact(raw)}")
     known = {f["fingerprint"] for f in (manifest or {}).get("files", [])}
     todo = [f for f in files if f.fingerprint not in known]
-    log.info("ingest: %d files from %s (%d new)", len(files), raw, len(todo))
+    log.info("ingest: %d files from %s (%d new)", len(files), redact(raw), len(todo))
     table, entries = read_validated(todo, contract)
     digests = {f["sha256"] for f in (manifest or {}).get("files", [])}
     same = [i for i, e in enumerate(entries) if e["sha256"] in digests]  # touched or copied, not new

@@ -50,6 +50,8 @@ def read_validated(files: list[RawFile], contract: ContractSettings,
 def _run(splits: list[dict], contract: ContractSettings) -> list[pa.Table]:
     import ray
 
+    ctx = ray.data.DataContext.get_current()
+    original, ctx.raise_original_map_exception = ctx.raise_original_map_exception, True
     ds = ray.data.from_items(splits, override_num_blocks=len(splits))
     ds = ds.map_batches(read_and_validate, batch_size=1, batch_format="pyarrow",
                         fn_kwargs={"lay": layout(contract), "contract": contract})
@@ -58,8 +60,10 @@ def _run(splits: list[dict], contract: ContractSettings) -> list[pa.Table]:
     except Exception as err:  # a task failed: surface an unreadable file as itself, not a Ray trace
         cause = _find(err, RawInputError)
         if cause is not None:
-            raise RawInputError(str(cause)) from None
+            raise RawInputError(str(getattr(cause, "cause", None) or cause)) from None
         raise
+    finally:
+        ctx.raise_original_map_exception = original
 
 
 def read_and_validate(batch: pa.Table, lay: Layout, contract: ContractSettings) -> pa.Table:
@@ -77,6 +81,8 @@ def read_and_validate(batch: pa.Table, lay: Layout, contract: ContractSettings) 
 def _find(err: BaseException, kind: type) -> BaseException | None:
     seen = 0
     while err is not None and seen < 20:
+        if isinstance(getattr(err, "cause", None), kind):
+            return err.cause
         if isinstance(err, kind):
             return err
         err = getattr(err, "cause", None) or err.__cause__

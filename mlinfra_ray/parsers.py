@@ -84,8 +84,13 @@ def parse_csv(data: bytes, lo: int, hi: int, header: list[str], delimiter: str,
         return _parse_csv_lines(data, lo, hi, header, delimiter)
     bad_pos = np.array([r.number - 1 for r in bad], np.int64)  # record index == line index here
     good_pos = np.delete(np.arange(lines, dtype=np.int64), bad_pos)
-    reasons = [f"parse:field_count({r.actual_columns}/{r.expected_columns})" for r in bad]
+    reasons = [field_count_reason(r.actual_columns, r.expected_columns) for r in bad]
     return _with_rejects(table, good_pos, bad_pos, reasons, [r.text for r in bad])
+
+
+def field_count_reason(actual: int, expected: int) -> str:
+    """Stable codes (they become metric labels); the raw line in quarantine shows the rest."""
+    return "parse:too_few_fields" if actual < expected else "parse:too_many_fields"
 
 
 def _parse_csv_lines(data: bytes, lo: int, hi: int, header: list[str], delimiter: str) -> pa.Table:
@@ -97,8 +102,7 @@ def _parse_csv_lines(data: bytes, lo: int, hi: int, header: list[str], delimiter
             continue
         try:
             fields = next(csv.reader([line], delimiter=delimiter, strict=True))
-            reason = None if len(fields) == len(header) else \
-                f"parse:field_count({len(fields)}/{len(header)})"
+            reason = None if len(fields) == len(header) else field_count_reason(len(fields), len(header))
         except csv.Error:
             reason = "parse:unterminated_quote" if line.count('"') % 2 else "parse:csv"
         if reason is None:

@@ -2,8 +2,9 @@
 cut into byte-range splits that Ray Data reads in parallel.
 
 S3 settings come from the standard AWS environment (`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, …) or
-from pyarrow's URI query syntax (`s3://bucket/raw?endpoint_override=host:port&scheme=http`); the
-query travels with every file URI so Ray workers see the same endpoint, but it is never displayed.
+from pyarrow's URI syntax (`s3://key:secret@bucket/raw?endpoint_override=host:port&scheme=http`);
+credentials and query travel with every file URI so Ray workers reach the same store, but they are
+never displayed (reports, quarantine rows and the manifest show `s3://bucket/raw/file.csv`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 
 import pyarrow.fs as pafs
@@ -31,7 +32,7 @@ class RawInputError(ValueError):
 
 @dataclass(frozen=True)
 class RawFile:
-    uri: str  # what readers open (may carry an S3 query string)
+    uri: str = field(repr=False)  # what readers open (may carry S3 credentials and query)
     display: str  # what reports and quarantine rows show
     kind: str  # csv | jsonl | parquet
     size: int
@@ -55,6 +56,25 @@ def split_query(uri: str) -> tuple[str, str]:
     return base, sep + query
 
 
+def redact(uri: str | list[str]) -> str:
+    """A source as it may be shown: no credentials, no query."""
+    if isinstance(uri, list):
+        return ", ".join(redact(u) for u in uri)
+    base, _ = split_query(uri)
+    read_prefix, show_prefix = _schemes(base)
+    return show_prefix + base[len(read_prefix):] if read_prefix else base
+
+
+def _schemes(base: str) -> tuple[str, str]:
+    """("s3://key:secret@", "s3://") for reading and for display; ("", "") for local paths."""
+    if "://" not in base:
+        return "", ""
+    scheme, rest = base.split("://", 1)
+    authority = rest.split("/", 1)[0]
+    userinfo = authority.rsplit("@", 1)[0] + "@" if "@" in authority else ""
+    return f"{scheme}://{userinfo}", f"{scheme}://"
+
+
 def list_raw_files(source: str | list[str]) -> list[RawFile]:
     """Data files under each source (file, folder or glob), de-duplicated, in a stable order."""
     sources = [source] if isinstance(source, str) else list(source)
@@ -71,10 +91,10 @@ def _list_one(source: str) -> list[RawFile]:
     fs, path = filesystem(root + query)
     info = fs.get_file_info(path)
     if info.type == pafs.FileType.NotFound:
-        raise FileNotFoundError(f"{base}: no such file or folder")
+        raise FileNotFoundError(f"{redact(base)}: no such file or folder")
     infos = [info] if info.type == pafs.FileType.File else \
         fs.get_file_info(pafs.FileSelector(path, recursive=True))
-    scheme = base.split("://", 1)[0] + "://" if "://" in base else ""
+    read_prefix, show_prefix = _schemes(base)
     out = []
     for i in infos:
         kind = SUFFIXES.get(PurePosixPath(i.path).suffix.lower())
@@ -82,8 +102,8 @@ def _list_one(source: str) -> list[RawFile]:
             continue
         if pattern is not None and not _glob_match(i.path[len(path):].lstrip("/"), pattern):
             continue
-        display = scheme + i.path
-        out.append(RawFile(display + query, display, kind, int(i.size or 0), int(i.mtime_ns or 0)))
+        out.append(RawFile(read_prefix + i.path + query, show_prefix + i.path, kind, int(i.size or 0),
+                           int(i.mtime_ns or 0)))
     return out
 
 
@@ -99,8 +119,10 @@ def _glob_root(base: str) -> tuple[str, str | None]:
     if m is None:
         return base, None
     cut = base.rfind("/", 0, m.start())
+    if cut < 0 and "://" not in base:
+        return ".", base
     if cut < 0 or base[:cut].endswith(":/"):
-        raise ValueError(f"{base}: a glob needs a fixed folder before its first wildcard")
+        raise ValueError(f"{redact(base)}: a glob needs a fixed folder before its first wildcard")
     return base[:cut], base[cut + 1:]
 
 

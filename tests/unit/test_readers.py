@@ -30,8 +30,8 @@ def write(tmp_path, name: str, content: str | bytes):
 @pytest.mark.parametrize(("text", "expected"), [
     # (line, a, reason, raw text) — header is line 1
     ("a,b\n1,2\n3\n4,5,6\n7,8\n",
-     [(2, "1", None, None), (3, None, "parse:field_count(1/2)", "3"),
-      (4, None, "parse:field_count(3/2)", "4,5,6"), (5, "7", None, None)]),
+     [(2, "1", None, None), (3, None, "parse:too_few_fields", "3"),
+      (4, None, "parse:too_many_fields", "4,5,6"), (5, "7", None, None)]),
     ('a,b\n1,2\n"3,4\n5,6\n',  # an unterminated quote costs its own line only
      [(2, "1", None, None), (3, None, "parse:unterminated_quote", '"3,4'), (4, "5", None, None)]),
     ("a,b\n1,2\n\n\n7,8\n",  # blank lines are not records but keep the numbering physical
