@@ -4,8 +4,9 @@ Input batches hold every contract column as strings (CSV/JSON text) or as native
 (Parquet), plus bookkeeping columns from the readers. Output batches hold the typed contract
 columns, the bookkeeping columns, `_reasons` (null for a clean row, else ";"-joined codes such as
 `type:amount` or `enum:channel`) and `_raw` (null for a clean row, else the row's original values
-as JSON, or the unparseable line itself). Every check is a pyarrow compute kernel over a whole
-column; reasons and raw values are only built for the failing rows, so a clean row costs no Python.
+as JSON, or the unparseable line itself); both are dictionary-encoded strings. Every check is a
+pyarrow compute kernel over a whole column; reasons and raw values are only built for the failing
+rows, so a clean row costs no Python.
 Dictionary-encoded input (low-cardinality CSV columns) is checked once per distinct value.
 """
 
@@ -91,10 +92,11 @@ def coerce_column(raw: pa.Array, col: ColumnSpec) -> tuple[pa.Array, list[Check]
 
 
 def _coerce_dictionary(raw: pa.DictionaryArray, col: ColumnSpec) -> tuple[pa.Array, list[Check]]:
-    """Check each distinct value once, then map the results to the rows through the indices."""
+    """Check each distinct value once, then map the results to the rows through the indices
+    (only checks that some distinct value fails; the others cannot fire on any row)."""
     values, checks = coerce_column(raw.dictionary, col)
     index = raw.indices
-    rows = [(pc.fill_null(mask.take(index), False), code) for mask, code in checks]
+    rows = [(pc.fill_null(mask.take(index), False), code) for mask, code in checks if mask.true_count]
     if not col.nullable and raw.null_count:
         rows.append((pc.is_null(index), f"missing:{col.name}"))
     return values.take(index), rows

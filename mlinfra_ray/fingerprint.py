@@ -35,16 +35,19 @@ def _hash_strings(arr: pa.Array) -> np.ndarray:
     off = np.frombuffer(arr.buffers()[1], np.int32, n + 1, arr.offset * 4).astype(np.int64)
     buf = arr.buffers()[2]
     data = np.frombuffer(buf, np.uint8) if buf is not None else np.zeros(0, np.uint8)
+    starts, lens = off[:-1], off[1:] - off[:-1]
+    if lens.min() == lens.max():  # fixed-width keys (ids): the bytes are one n x L matrix
+        return _hash_fixed(data[off[0]:off[-1]], n, int(lens[0]))
     words = np.zeros((len(data) + 23) // 8 * 8, np.uint8)
     words[:len(data)] = data
     words = words.view(np.uint64)  # little-endian words; fingerprints never leave the process
-    starts, lens = off[:-1], off[1:] - off[:-1]
-    h = (SEED ^ lens.astype(np.uint64)) * PRIME
     with np.errstate(over="ignore"):
+        h = (SEED ^ lens.astype(np.uint64)) * PRIME
         for w in range(int(-(-lens.max() // 8))):
             keep = np.clip(lens - 8 * w, 0, 8).astype(np.uint64)
             p = starts + 8 * w
-            q, r = np.minimum(p >> 3, len(words) - 2), ((p & 7) * 8).astype(np.uint64)  # short strings: masked
+            q = np.minimum(p >> 3, len(words) - 2)  # past a short string's end: masked below
+            r = ((p & 7) * 8).astype(np.uint64)
             word = (words[q] >> r) | ((words[q + 1] << (np.uint64(63) - r)) << np.uint64(1))
             word &= np.where(keep >= 8, FULL, (np.uint64(1) << (keep * np.uint64(8))) - np.uint64(1))
             mixed = (h ^ word) * PRIME
@@ -62,3 +65,20 @@ def repeated(fp: np.ndarray) -> np.ndarray:
         return np.zeros(len(fp), bool)
     pos = np.minimum(np.searchsorted(twice, fp), len(twice) - 1)
     return twice[pos] == fp
+
+
+def _hash_fixed(data: np.ndarray, n: int, width: int) -> np.ndarray:
+    """Same values as the general path, for strings that all have `width` bytes."""
+    with np.errstate(over="ignore"):
+        h = np.full(n, (SEED ^ np.uint64(width)) * PRIME, np.uint64)
+    if width == 0:
+        return h
+    words = -(-width // 8)
+    padded = np.zeros((n, words * 8), np.uint8)
+    padded[:, :width] = data.reshape(n, width)
+    columns = padded.view(np.uint64)  # (n, words), little-endian like the general path
+    with np.errstate(over="ignore"):
+        for w in range(words):
+            mixed = (h ^ columns[:, w]) * PRIME
+            h = mixed ^ (mixed >> np.uint64(29))
+    return h

@@ -71,11 +71,12 @@ def read_and_validate(batch: pa.Table, lay: Layout, contract: ContractSettings) 
     fingerprint, so the driver deduplicates integers), all in Arrow."""
     out = []
     for spec in batch.to_pylist():
-        table = apply_contract(read_split(spec, lay), contract)
-        if contract.dedup_key is not None:
-            table = table.append_column(KEY_FP, pa.array(fingerprint(table.column(contract.dedup_key))))
-        out.append(table)
-    return pa.concat_tables(out)
+        for chunk in read_split(spec, lay).to_batches():  # parsed rows, then rejected lines: no copy
+            table = apply_contract(pa.Table.from_batches([chunk]), contract)
+            if contract.dedup_key is not None:
+                table = table.append_column(KEY_FP, pa.array(fingerprint(table.column(contract.dedup_key))))
+            out.append(table)
+    return pa.concat_tables(out) if out else _empty(contract)
 
 
 def _find(err: BaseException, kind: type) -> BaseException | None:
@@ -129,8 +130,14 @@ def _empty(contract: ContractSettings) -> pa.Table:
     """What a run with no new input validates to (same columns as a real run)."""
     from mlinfra_ray.contract import EXTRA, EXTRA_TYPE, SOURCE
 
-    dictionary = pa.dictionary(pa.int32(), pa.string())
+    def dictionary(index: pa.DataType) -> pa.Array:
+        return pa.array([], pa.dictionary(index, pa.string()))
+
     raw = pa.table({**{c.name: pa.array([], pa.string()) for c in contract.columns},
-                    SOURCE: pa.array([], dictionary), LINE: pa.array([], pa.int64()),
-                    SPLIT: pa.array([], pa.int32()), EXTRA: pa.array([], EXTRA_TYPE)})
-    return apply_contract(raw, contract)
+                    SOURCE: dictionary(pa.int32()), LINE: pa.array([], pa.int64()),
+                    SPLIT: pa.array([], pa.int32()), SPLIT_INFO: dictionary(pa.int8()),
+                    EXTRA: pa.array([], EXTRA_TYPE)})
+    table = apply_contract(raw, contract)
+    if contract.dedup_key is not None:
+        table = table.append_column(KEY_FP, pa.array([], pa.uint64()))
+    return table

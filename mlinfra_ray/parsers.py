@@ -52,9 +52,10 @@ def content_end(data: bytes, lo: int, hi: int) -> int:
 
 
 def parse_csv(data: bytes, lo: int, hi: int, header: list[str], delimiter: str,
-              types: dict[str, pa.DataType] | None = None) -> pa.Table:
+              types: dict[str, pa.DataType] | None = None, region_lines: int | None = None) -> pa.Table:
     """`types`: per column, pa.string() (default), a dictionary type, or None to let pyarrow infer
-    (used for numeric contract columns: a clean split then parses straight to numbers)."""
+    (used for numeric contract columns: a clean split then parses straight to numbers).
+    `region_lines`: line_count(data, lo, hi) if the caller has it (saves a pass over the bytes)."""
     check_utf8(data, lo, hi)
     end = content_end(data, lo, hi)
     if end <= lo:  # only blank lines (or a header-only file)
@@ -77,7 +78,7 @@ def parse_csv(data: bytes, lo: int, hi: int, header: list[str], delimiter: str,
                 check_utf8=False))  # checked once for the whole split, above
     except pa.ArrowInvalid:  # bad UTF-8, or a quote left open at the end: the exact path decides
         return _parse_csv_lines(data, lo, hi, header, delimiter)
-    lines = line_count(data, lo, end)
+    lines = line_count(data, lo, end) if region_lines is None else region_lines - line_count(data, end, hi)
     bare_cr = data.find(b"\r", lo, end) >= 0 and data.count(b"\r", lo, end) != data.count(b"\r\n", lo, end)
     numbered = all(r.number is not None and r.number > 0 for r in bad)
     if table.num_rows + len(bad) != lines or bare_cr or not numbered:  # a record spans lines, blanks
@@ -115,7 +116,8 @@ def _parse_csv_lines(data: bytes, lo: int, hi: int, header: list[str], delimiter
     return _with_rejects(table, np.array(good_pos, np.int64), np.array(bad_pos, np.int64), reasons, texts)
 
 
-def parse_jsonl(data: bytes, lo: int, hi: int, text_columns: list[str], int_columns: list[str]) -> pa.Table:
+def parse_jsonl(data: bytes, lo: int, hi: int, text_columns: list[str], int_columns: list[str],
+                region_lines: int | None = None) -> pa.Table:
     """pyarrow.json when the split is type-consistent; else json.loads line by line.
 
     The fast path must mean what the exact path means: string/timestamp columns must hold JSON
@@ -132,7 +134,7 @@ def parse_jsonl(data: bytes, lo: int, hi: int, text_columns: list[str], int_colu
                 parse_options=pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer"))
         except pa.ArrowInvalid:
             table = None
-        lines = line_count(data, lo, end)
+        lines = line_count(data, lo, end) if region_lines is None else region_lines - line_count(data, end, hi)
         if table is not None and table.num_rows == lines and \
                 all(any(t(f.type) for t in JSON_TYPES) for f in table.schema) and \
                 not any(pa.types.is_floating(table.schema.field(c).type) for c in int_columns
@@ -183,6 +185,8 @@ def parse_parquet(data: bytes) -> pa.Table:
 def check_utf8(data: bytes, lo: int, hi: int) -> None:
     """Validate the split once (CPython's decoder has an ASCII fast path: ~2 GB/s); parsers then
     skip their own checks. pyarrow.json would otherwise accept invalid UTF-8 silently."""
+    if data.isascii():  # the common case, at memory speed
+        return
     try:
         codecs.utf_8_decode(memoryview(data)[lo:hi], "strict", True)
     except UnicodeDecodeError as err:
@@ -198,16 +202,14 @@ def _decode(data: bytes, lo: int, hi: int) -> str:
 
 def _with_rejects(table: pa.Table, good_pos: np.ndarray, bad_pos: np.ndarray, reasons: list[str],
                   texts: list[str]) -> pa.Table:
-    """Good rows then rejected lines (null values), each with its line index and reason."""
-    n_bad = len(bad_pos)
-    cols = {f.name: pa.concat_arrays([_combined(table.column(f.name)), pa.nulls(n_bad, f.type)])
-            for f in table.schema}
-    n = table.num_rows + n_bad
-    errors = pa.concat_arrays([pa.nulls(table.num_rows, pa.string()), pa.array(reasons, pa.string())])
-    raw = pa.concat_arrays([pa.nulls(table.num_rows, pa.string()), pa.array(texts, pa.string())])
-    lines = pa.array(np.concatenate([good_pos, bad_pos]).astype(np.int64)) if n else pa.array([], pa.int64())
-    return pa.table({**cols, LINE: lines, PARSE_ERROR: errors, RAW_TEXT: raw})
-
-
-def _combined(col: pa.ChunkedArray) -> pa.Array:
-    return col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
+    """Good rows, then rejected lines (null values) as separate chunks: no column is copied."""
+    n = table.num_rows
+    good = table.append_column(LINE, pa.array(good_pos.astype(np.int64), pa.int64())) \
+        .append_column(PARSE_ERROR, pa.nulls(n, pa.string())).append_column(RAW_TEXT, pa.nulls(n, pa.string()))
+    if not len(bad_pos):
+        return good
+    k = len(bad_pos)
+    bad = pa.table({**{f.name: pa.nulls(k, f.type) for f in table.schema},
+                    LINE: pa.array(bad_pos.astype(np.int64), pa.int64()),
+                    PARSE_ERROR: pa.array(reasons, pa.string()), RAW_TEXT: pa.array(texts, pa.string())})
+    return pa.concat_tables([good, bad])

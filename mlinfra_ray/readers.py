@@ -56,14 +56,17 @@ def read_split(spec: dict, lay: Layout) -> pa.Table:
     """One split as a table: contract columns (text, or native types) + bookkeeping."""
     data, lo, hi, digest = _split_bytes(spec)
     columns = lay.columns
+    lines = 0
+    if spec["kind"] != "parquet":
+        lines = line_count(data, lo, hi)  # one pass: the manifest's line offsets and the parser's check
     try:
-        table, first = _parse(spec, data, lo, hi, lay)
+        table, first = _parse(spec, data, lo, hi, lay, lines)
     except Undecodable as err:  # offsets within `data`, which starts one byte before the split
         at = max(spec["start"] - 1, 0) + err.offset
         raise RawInputError(f"{spec['display']}: not valid UTF-8 at byte {at}") from None
     except (pa.ArrowInvalid, OSError) as err:
         raise RawInputError(f"{spec['display']}: cannot be read as {spec['kind']}: {err}") from None
-    lines = table.num_rows if spec["kind"] == "parquet" else line_count(data, lo, hi)
+    lines = table.num_rows if spec["kind"] == "parquet" else lines
     info = {"split": spec["split"], "lines": lines, "sha256": digest, "bytes": spec["end"] - spec["start"]}
     return _assemble(table, spec, columns, first, info)
 
@@ -75,18 +78,19 @@ def split_stats(spec: dict) -> dict:
     return {"split": spec["split"], "lines": lines, "sha256": digest, "bytes": spec["end"] - spec["start"]}
 
 
-def _parse(spec: dict, data: bytes, lo: int, hi: int, lay: Layout) -> tuple[pa.Table, int]:
+def _parse(spec: dict, data: bytes, lo: int, hi: int, lay: Layout, lines: int) -> tuple[pa.Table, int]:
     """(parsed table, line index of the first parsed line within the split)."""
     if spec["kind"] == "parquet":
         return (parse_parquet(data) if data else pa.table({})), 0
     if spec["part"] == 0 and data.startswith(BOM):
         lo += len(BOM)  # the BOM belongs to line 1; it is not part of the first column name
     if spec["kind"] == "jsonl":
-        return parse_jsonl(data, lo, hi, lay.json_text, lay.json_int), 0
+        return parse_jsonl(data, lo, hi, lay.json_text, lay.json_int, lines), 0
     delimiter = lay.delimiter
     if spec["part"] > 0:
         header = _header(spec, delimiter)
-        return parse_csv(data, lo, hi, header, delimiter, lay.csv_types(header)), 0
+        return parse_csv(data, lo, hi, header, delimiter, lay.csv_types(header), lines), 0
+    start = lo
     skipped = 0
     while data[lo:lo + 1] in (b"\n", b"\r") and lo < hi:  # blank lines before the header
         skipped += data[lo:lo + 1] == b"\n"
@@ -94,7 +98,8 @@ def _parse(spec: dict, data: bytes, lo: int, hi: int, lay: Layout) -> tuple[pa.T
     eol = data.find(b"\n", lo, hi)
     eol = hi if eol < 0 else eol + 1
     header = _parse_header(data[lo:eol], spec["display"], delimiter)
-    return parse_csv(data, eol, hi, header, delimiter, lay.csv_types(header)), skipped + 1
+    rest = lines - line_count(data, start, eol)  # lines after the header
+    return parse_csv(data, eol, hi, header, delimiter, lay.csv_types(header), rest), skipped + 1
 
 
 def _parse_header(line: bytes, display: str, delimiter: str) -> list[str]:

@@ -109,9 +109,10 @@ def _fault_columns(reasons: pa.Array | pa.ChunkedArray) -> pa.Array:
 
 def _quarantine_table(rows: pa.Table) -> pa.Table:
     n = rows.num_rows
+    reasons = rows.column(REASONS).cast(pa.string())
     return pa.table({
         SOURCE: rows.column(SOURCE).cast(pa.string()), LINE: rows.column(LINE).cast(pa.int64()),
-        REASONS: rows.column(REASONS), "columns": _fault_columns(rows.column(REASONS)), RAW: rows.column(RAW),
+        REASONS: reasons, "columns": _fault_columns(reasons), RAW: rows.column(RAW).cast(pa.string()),
         EXTRA: rows.column(EXTRA) if EXTRA in rows.column_names else pa.nulls(n, EXTRA_TYPE)})
 
 
