@@ -245,6 +245,7 @@ class ServeSettings:
     route_prefix: str = "/"
     predictor_replicas: int = 1
     autoscaling: AutoscalingSettings | None = None  # set: predictor_replicas is ignored
+    colocate_predictor: bool = False  # score inside the ingress replica: one hop less, no scale-out
     max_batch_size: int = 64
     batch_wait_timeout_s: float = 0.002
     max_ongoing_requests: int = 32

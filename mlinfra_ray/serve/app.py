@@ -44,23 +44,26 @@ def build_app(settings: dict[str, Any], bundle_path: str | None = None,
     check_kind(sv.online_store)  # fail here on an unknown kind, not later in a replica
     source = model_source(settings, bundle_path)
     actor = {"num_cpus": sv.cpus_per_replica}  # fractional: fits beside a finished training run
-    predictor = Predictor.options(
+    predictor_config = {"max_batch_size": sv.max_batch_size, "batch_wait_timeout_s": sv.batch_wait_timeout_s,
+                        "alias_poll_s": sv.alias_poll_s, "online_store": sv.online_store,
+                        "settings": _lookup_settings(settings), "with_drift": drift.enabled}
+    predictor = None if sv.colocate_predictor else Predictor.options(
         ray_actor_options=actor, **_replicas(sv),
         # a full batch must fit in the ongoing-request slots, or batches never fill
         max_ongoing_requests=max(sv.max_ongoing_requests, sv.max_batch_size),
         max_queued_requests=sv.max_queued_requests,
         user_config={"alias_poll_s": sv.alias_poll_s, "version": None},
-    ).bind(source, {"max_batch_size": sv.max_batch_size, "batch_wait_timeout_s": sv.batch_wait_timeout_s,
-                    "alias_poll_s": sv.alias_poll_s, "online_store": sv.online_store,
-                    "settings": _lookup_settings(settings), "with_drift": drift.enabled}, loader)
+    ).bind(source, predictor_config, loader)
     monitor = DriftMonitor.options(
         ray_actor_options=actor, max_ongoing_requests=drift.max_pending + 8,
     ).bind(source, to_dict(drift), loader) if drift.enabled else None
+    config = {"max_pending": drift.max_pending, "max_records": sv.max_records_per_request,
+              "max_body_bytes": sv.max_body_bytes, "auth": to_dict(sv.auth),
+              "colocated": (source, predictor_config, loader) if sv.colocate_predictor else None}
     return Ingress.options(
         ray_actor_options=actor, max_ongoing_requests=sv.max_ongoing_requests,
         max_queued_requests=sv.max_queued_requests,
-    ).bind(predictor, monitor, {"max_pending": drift.max_pending, "max_records": sv.max_records_per_request,
-                                "max_body_bytes": sv.max_body_bytes, "auth": to_dict(sv.auth)})
+    ).bind(predictor, monitor, config)
 
 
 def _lookup_settings(settings: dict[str, Any]) -> dict[str, Any]:

@@ -5,13 +5,18 @@ The app is built late (`@serve.ingress()` + `__serve_build_asgi_app__`, run in t
 reports. Building it in the replica also avoids pickling FastAPI routes by value.
 
 One replica by design: its process-local registry then counts every request exactly (see
-serve/metrics.py). It only validates and forwards; scoring scales in the Predictor.
+serve/metrics.py). It only validates and forwards; scoring scales in the Predictor. With
+`serve.colocate_predictor`, the Predictor class runs inside this replica instead (same code, same
+@serve.batch and alias following), called through `LocalHandle`: one process hop less per request,
+at the price of scoring in this one replica.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
+from types import SimpleNamespace
 from typing import Any
 
 from ray import serve
@@ -74,11 +79,39 @@ class HandleService:
             log.warning("drift report unavailable; exporting the previous values")
 
 
+class LocalHandle:
+    """An object in this process called like a DeploymentHandle: `handle.method.remote(...)`."""
+
+    def __init__(self, instance: Any) -> None:
+        self._instance = instance
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._instance, name)
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            out = method(*args, **kwargs)
+            return await out if inspect.isawaitable(out) else out
+
+        return SimpleNamespace(remote=call)
+
+
+async def colocated_predictor(source: dict[str, Any], config: dict[str, Any], loader: Any) -> LocalHandle:
+    """The Predictor deployment's class, built in this replica (its __init__ is async)."""
+    from mlinfra_ray.serve.predictor import Predictor
+
+    cls = Predictor.func_or_class
+    instance = cls.__new__(cls)
+    await instance.__init__(source, config, loader)
+    return LocalHandle(instance)
+
+
 @serve.deployment(num_replicas=1)
 @serve.ingress()
 class Ingress:
-    async def __init__(self, predictor: DeploymentHandle, monitor: DeploymentHandle | None,
+    async def __init__(self, predictor: DeploymentHandle | None, monitor: DeploymentHandle | None,
                        config: dict[str, Any]) -> None:
+        if predictor is None:  # serve.colocate_predictor
+            predictor = await colocated_predictor(*config["colocated"])
         self.metrics = ServeMetrics()
         self.service = HandleService(predictor, monitor, self.metrics, int(config["max_pending"]))
         # Validate against the contract the served model was trained with, not the caller's config.

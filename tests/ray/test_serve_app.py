@@ -153,3 +153,21 @@ def value(metrics: dict, sample: str, **labels: str) -> float:
              if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items())]
     assert len(found) == 1, (sample, labels, found)
     return found[0]
+
+
+def test_colocated_predictor_serves_the_same_scores(ray_cluster, base_url, data, bundle_dir):
+    """serve.colocate_predictor: the Predictor class inside the ingress replica, same answers."""
+    from mlinfra_ray.serve.app import deploy
+
+    settings, _, clean, _ = data
+    colocated = dataclasses.replace(settings, serve=dataclasses.replace(
+        settings.serve, app_name="colocated", route_prefix="/colocated", colocate_predictor=True))
+    url = deploy(to_dict(colocated), bundle_path=str(bundle_dir))
+    records = as_records(clean)[:40]
+    responses = asyncio.run(post_all(url, [{"records": records[i:i + 4]} for i in range(0, 40, 4)]))
+    assert [r.status_code for r in responses] == [200] * 10
+    scores = np.array([p["score"] for r in responses for p in r.json()["predictions"]])
+    expected = load_bundle(bundle_dir).predict(clean.drop_columns(["is_fraud"]).slice(0, 40))
+    assert np.allclose(scores, expected, atol=1e-6)
+    assert httpx.get(f"{url}/model").json()["version"] == "fraud-v1"
+    assert wait_windows(url, 0)["rows_seen"] >= 0 and httpx.get(f"{url}/readyz").status_code == 200

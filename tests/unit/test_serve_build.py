@@ -14,7 +14,9 @@ def deployments(*overrides: str) -> dict:
     app = build_app(to_dict(compose_settings(["serve.bundle_path=/nonexistent/bundle", *overrides])))
     ingress = app._bound_deployment
     predictor, monitor, _ = ingress.init_args
-    found = {"Ingress": ingress, "Predictor": predictor._bound_deployment}
+    found = {"Ingress": ingress}
+    if predictor is not None:
+        found["Predictor"] = predictor._bound_deployment
     if monitor is not None:
         found["DriftMonitor"] = monitor._bound_deployment
     return found
@@ -43,3 +45,11 @@ def test_drift_disabled_means_no_monitor_deployment():
 def test_unknown_online_store_fails_at_build_time():
     with pytest.raises(ValueError, match="serve.online_store='nosql'"):
         deployments("serve.online_store=nosql")
+
+
+def test_colocated_predictor_is_built_inside_the_ingress():
+    d = deployments("serve.colocate_predictor=true")
+    assert set(d) == {"Ingress", "DriftMonitor"}
+    source, config, loader = d["Ingress"].init_args[2]["colocated"]
+    assert source["bundle_path"] == "/nonexistent/bundle" and config["max_batch_size"] == 64
+    assert callable(loader)
