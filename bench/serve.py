@@ -11,7 +11,9 @@ client for all: keep-alive `http.client` connections, one per thread, one record
 
 Measured in one run: p50/p99 at concurrency 1; the highest requests/s over a concurrency sweep
 whose p99 stays <= 200 ms (Serve: one predictor replica; baseline: one worker); and that
-throughput with drift checks on vs off (drift.enabled=false: no monitor, no hand-off).
+throughput with drift checks on vs off (drift.enabled=false: no monitor, no hand-off). The
+headline ratios are for the default topology (ingress and predictor replicas apart); the
+`serve.colocate_predictor=true` row (one hop less) is printed beside them.
 Goals: p50 ratio <= 1.5 and added p50 <= 2 ms; rps ratio >= 0.5; drift on/off >= 0.95.
 """
 
@@ -146,8 +148,11 @@ def deploy_serve(bundle: str, port: int) -> dict[str, str]:
               "serve.predictor_replicas=1"]
     on = compose_settings([*common, "serve.app_name=on", "serve.route_prefix=/on"])
     off = compose_settings([*common, "serve.app_name=off", "serve.route_prefix=/off", "drift.enabled=false"])
+    colocated = compose_settings([*common, "serve.app_name=colo", "serve.route_prefix=/colo",
+                                  "serve.colocate_predictor=true"])
     connect(on.ray)
-    return {"drift_on": deploy(to_dict(on)), "drift_off": deploy(to_dict(off))}
+    return {"drift_on": deploy(to_dict(on)), "drift_off": deploy(to_dict(off)),
+            "colocated": deploy(to_dict(colocated))}
 
 
 def main() -> None:
@@ -181,7 +186,7 @@ def main() -> None:
 
     urls = deploy_serve(bundle, free_port())
     try:
-        for name in ("drift_off", "drift_on"):
+        for name in ("drift_off", "drift_on", "colocated"):
             results[f"serve_{name}"] = (latency_at_one(urls[name], bodies, args.seconds),
                                         max_rps(urls[name], bodies, args.seconds, levels))
     finally:
@@ -209,6 +214,9 @@ def report(results: dict) -> None:
     _, (off_rps, _, _) = results["serve_drift_off"]
     print(f"\nadded p50 (Serve with drift - FastAPI): {(s50 - b50) * 1000:.2f} ms (goal <= 2 ms)")
     print("goals: p50 ratio <= 1.5, rps ratio >= 0.5, drift on/off >= 0.95")
+    (c50, _), (c_rps, _, _) = results["serve_colocated"]
+    print(f"serve.colocate_predictor=true (drift on): p50 ratio {c50 / b50:.2f}, added p50 "
+          f"{(c50 - b50) * 1000:.2f} ms, rps ratio {c_rps / b_rps:.2f}")
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end")
     print(f"ratio serve_p50_vs_fastapi = {s50 / b50:.2f}")
     print(f"ratio serve_rps_vs_fastapi = {on_rps / b_rps:.2f}")
