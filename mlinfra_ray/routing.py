@@ -51,9 +51,8 @@ def route(table: pa.Table, contract: ContractSettings, seen_keys: pa.Array | Non
     outcome = np.where(bad, QUARANTINED, CLEAN).astype(np.int8)
     if contract.dedup_key is not None:
         good = np.flatnonzero(~bad)
-        fp = table.column(KEY_FP).take(pa.array(good)).to_numpy() if KEY_FP in table.column_names else None
-        keys = table.column(contract.dedup_key).take(pa.array(good))
-        outcome[good[_duplicates(keys, seen_keys, fp)]] = DUPLICATE
+        fp = table.column(KEY_FP).to_numpy()[good] if KEY_FP in table.column_names else None
+        outcome[good[_duplicates(table.column(contract.dedup_key), good, seen_keys, fp)]] = DUPLICATE
     quarantine = _quarantine_table(table.filter(pa.array(outcome == QUARANTINED)))
     clean = _filter(table, outcome == CLEAN)
     clean, extras = _extras(clean, table, contract)
@@ -64,21 +63,20 @@ def route(table: pa.Table, contract: ContractSettings, seen_keys: pa.Array | Non
     return routed
 
 
-def _duplicates(keys: pa.Array | pa.ChunkedArray, seen: pa.Array | None,
+def _duplicates(column: pa.ChunkedArray, rows: np.ndarray, seen: pa.Array | None,
                 fp: np.ndarray | None = None) -> np.ndarray:
-    """Mask of rows whose key appeared earlier (in this run, or in `seen` from earlier runs).
-
-    Fingerprints find the candidates (keys whose fingerprint repeats) with one integer sort; only
-    candidates are compared as strings, first occurrence wins."""
+    """Mask over `rows` of `column`: keys that appeared earlier (in these rows, or in `seen` from
+    earlier runs). Fingerprints find the candidates (a repeated fingerprint) with one integer
+    sort; only candidates are compared as strings, first occurrence wins."""
     n_seen = len(seen) if seen is not None else 0
-    current = fp if fp is not None else fingerprint(keys)
+    current = fp if fp is not None else fingerprint(column.take(pa.array(rows)))
     everything = np.concatenate([fingerprint(seen), current]) if n_seen else current
     candidates = np.flatnonzero(repeated(everything))
     dup = np.zeros(len(everything), bool)
     if len(candidates):
         old, new = candidates[candidates < n_seen], candidates[candidates >= n_seen] - n_seen
         parts = ([seen.take(pa.array(old)).cast(pa.string())] if n_seen else []) + \
-            [_combined(keys.take(pa.array(new))).cast(pa.string())]
+            [_combined(column.take(pa.array(rows[new]))).cast(pa.string())]
         codes = pc.dictionary_encode(pa.concat_arrays(parts)).indices.to_numpy()
         _, first = np.unique(codes, return_index=True)
         later = np.ones(len(codes), bool)
