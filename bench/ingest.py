@@ -60,12 +60,12 @@ def interleaved(fns: dict, repeat: int) -> tuple[dict[str, float], dict]:
     return {k: statistics.median(v) for k, v in times.items()}, out
 
 
-def full_ingest(path: Path, contract) -> float:
+def full_ingest(path: Path, contract) -> tuple[float, dict[str, float]]:
     lake = Path(tempfile.mkdtemp(prefix="bench_lake_"))
     try:
         started = time.perf_counter()
-        ingest(str(path), str(lake), contract)
-        return time.perf_counter() - started
+        result = ingest(str(path), str(lake), contract)
+        return time.perf_counter() - started, result.timings
     finally:
         shutil.rmtree(lake, ignore_errors=True)
 
@@ -100,7 +100,7 @@ def main() -> None:
     medians, out = interleaved({"base": baseline, "ours": ours}, args.repeat)
     t_base, t_ours, base_table, routed = medians["base"], medians["ours"], out["base"], out["ours"]
     rows_in = len(routed.outcome)
-    t_full = full_ingest(path, contract)
+    t_full, phases = full_ingest(path, contract)
     ray.shutdown()
 
     print(f"\nmessy CSV: {size_mb:.0f} MB, {rows_in:,} data lines ({base_table.num_rows:,} parsed by pyarrow), "
@@ -111,6 +111,7 @@ def main() -> None:
     for name, t in [("pyarrow.csv.read_csv (baseline)", t_base), ("ours: read + validate + route", t_ours),
                     ("ours: full ingest() incl. report, Parquet, manifest", t_full)]:
         print(f"{name:52s} {t:8.2f} {rows_in / t:12,.0f} {size_mb / t:8.1f}")
+    print("full ingest() phases: " + ", ".join(f"{k} {v:.2f} s" for k, v in phases.items()))
     print(f"\nratio full_ingest_vs_pyarrow = {t_base / t_full:.3f}")
     print(f"ratio ingest_vs_pyarrow = {t_base / t_ours:.3f}")
 

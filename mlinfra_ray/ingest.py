@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from mlinfra_ray import lake as lk
-from mlinfra_ray.contract import EXTRA, LINE, SPLIT, apply_contract, validate_contract
+from mlinfra_ray.contract import SPLIT, apply_contract, validate_contract
 from mlinfra_ray.ingest_read import drop_files, read_validated
 from mlinfra_ray.ingest_report import write_metrics
 from mlinfra_ray.quality import write_quality_report
@@ -31,6 +31,7 @@ from mlinfra_ray.settings import ContractSettings
 from mlinfra_ray.sources import list_raw_files, redact
 
 log = logging.getLogger(__name__)
+COUNTS = ("rows_in", "clean", "quarantined", "duplicates_removed")
 __all__ = ["DataQualityError", "IngestResult", "apply_contract", "ingest", "read_clean", "route_and_write"]
 read_clean = lk.read_clean
 
@@ -57,6 +58,8 @@ class IngestResult:
     extra_columns: dict[str, int] = field(default_factory=dict)
     run_id: str = ""
     seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per phase of this run
+    totals: dict[str, int] = field(default_factory=dict)  # the snapshot's cumulative counts
 
     @property
     def quarantine_fraction(self) -> float:
@@ -80,7 +83,9 @@ def ingest(raw: str | list[str], lake: str, contract: ContractSettings) -> Inges
     known = {f["fingerprint"] for f in (manifest or {}).get("files", [])}
     todo = [f for f in files if f.fingerprint not in known]
     log.info("ingest: %d files from %s (%d new)", len(files), redact(raw), len(todo))
+    clock = _Clock(started)
     table, entries = read_validated(todo, contract)
+    clock.lap("read_validate")
     digests = {f["sha256"] for f in (manifest or {}).get("files", [])}
     same = [i for i, e in enumerate(entries) if e["sha256"] in digests]  # touched or copied, not new
     table = drop_files(table, entries, same)
@@ -88,8 +93,9 @@ def ingest(raw: str | list[str], lake: str, contract: ContractSettings) -> Inges
     seen = lk.clean_keys(root, manifest, contract.dedup_key) if contract.dedup_key else None
     routed = route(table, contract, seen)
     _count_per_file(routed, table, entries)
+    clock.lap("route")
     skipped = [f.display for f in files if f.fingerprint in known] + [todo[i].display for i in same]
-    return _finish(routed, entries, skipped, root, contract, manifest, run_id, started)
+    return _finish(routed, entries, skipped, root, contract, manifest, run_id, clock)
 
 
 def route_and_write(table: pa.Table, files: list[dict] | list[str], lake: Path | str,
@@ -105,7 +111,7 @@ def route_and_write(table: pa.Table, files: list[dict] | list[str], lake: Path |
     seen = lk.clean_keys(root, manifest, contract.dedup_key) if contract.dedup_key else None
     routed = route(table, contract, seen)
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
-    return _finish(routed, entries, [], root, contract, manifest, run_id, time.monotonic())
+    return _finish(routed, entries, [], root, contract, manifest, run_id, _Clock(time.monotonic()))
 
 
 def _count_per_file(routed: Routed, table: pa.Table, entries: list[dict]) -> None:
@@ -121,8 +127,21 @@ def _count_per_file(routed: Routed, table: pa.Table, entries: list[dict]) -> Non
                  duplicates_removed=dup)
 
 
+class _Clock:
+    """Seconds per phase, for the manifest's run record and the bench's breakdown."""
+
+    def __init__(self, started: float):
+        self.started = self.last = started
+        self.laps: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = time.monotonic()
+        self.laps[name] = round(now - self.last, 3)
+        self.last = now
+
+
 def _finish(routed: Routed, entries: list[dict], skipped: list[str], root: Path, contract: ContractSettings,
-            manifest: dict | None, run_id: str, started: float) -> IngestResult:
+            manifest: dict | None, run_id: str, clock: _Clock) -> IngestResult:
     all_files = [*(manifest or {}).get("files", []), *[{**e, "run_id": run_id} for e in entries]]
     for e in all_files:
         e.pop("split_ids", None)
@@ -132,12 +151,14 @@ def _finish(routed: Routed, entries: list[dict], skipped: list[str], root: Path,
         snapshot_id=lk.snapshot_id(contract, [f["sha256"] for f in all_files]),
         clean_path=str(root / lk.CLEAN), quarantine_path=str(root / lk.QUARANTINE),
         report_path=str(root / "quality.html"), files=entries, skipped_files=skipped,
-        extra_columns=routed.extras, run_id=run_id)
+        extra_columns=routed.extras, run_id=run_id, timings=clock.laps,
+        totals={k: (manifest or {}).get(k, 0) for k in COUNTS})
     log.info("ingest: rows in %d = clean %d + quarantined %d + duplicates %d (%d files skipped)",
              result.rows_in, result.clean, result.quarantined, result.duplicates_removed, len(skipped))
     over = result.quarantine_fraction > contract.max_quarantine_fraction
     if result.rows_in or manifest is None:
         write_quality_report(routed.clean, routed.quarantine, result, root, contract, over_budget=over)
+        clock.lap("report")
     if over:
         rejected = lk.write_quarantine(routed.quarantine, root / "rejected", run_id, root)
         write_metrics(root, manifest, result, over_budget=True)
@@ -147,8 +168,10 @@ def _finish(routed: Routed, entries: list[dict], skipped: list[str], root: Path,
             f"max_quarantine_fraction={contract.max_quarantine_fraction:.1%}; top reasons: {top}; "
             f"nothing was written to the snapshot; see {result.report_path} and {root / rejected[0]['path']}")
     new = _manifest(result, routed, all_files, root, contract, manifest, run_id)
-    result.seconds = round(time.monotonic() - started, 3)
-    new["runs"][-1]["seconds"] = result.seconds
+    clock.lap("write")
+    result.seconds = round(time.monotonic() - clock.started, 3)
+    result.totals = {k: new[k] for k in result.totals}
+    new["runs"][-1].update(seconds=result.seconds, timings=result.timings)
     lk.save_manifest(root, new)
     lk.remove_unlisted(root, new)
     write_metrics(root, new, result, over_budget=False)
@@ -164,17 +187,14 @@ def _manifest(result: IngestResult, routed: Routed, all_files: list[dict], root:
     extras = Counter((old or {}).get("extra_columns", {})) + Counter(result.extra_columns)
     run = {"run_id": run_id, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
            "files": len(result.files), "skipped_files": len(result.skipped_files),
-           **{k: getattr(result, k) for k in ("rows_in", "clean", "quarantined", "duplicates_removed")}}
+           **{k: getattr(result, k) for k in COUNTS}}
     return {
         "format": lk.FORMAT, "snapshot_id": result.snapshot_id,
         "contract": {"name": contract.name, "hash": lk.contract_hash(contract)},
-        **{k: (old or {}).get(k, 0) + getattr(result, k)
-           for k in ("rows_in", "clean", "quarantined", "duplicates_removed")},
+        **{k: (old or {}).get(k, 0) + getattr(result, k) for k in COUNTS},
         "reasons": dict(totals.most_common()), "extra_columns": dict(extras),
         "extra_columns_kept": contract.extra_columns == "keep" and bool(extras),
         "files": all_files, "clean_files": clean_files, "quarantine_files": quarantine_files,
         "runs": [*(old or {}).get("runs", []), run], "report": "quality.html",
     }
 
-
-__all__ += ["EXTRA", "LINE"]
