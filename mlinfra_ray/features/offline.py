@@ -11,7 +11,9 @@ Writes are append-only and monotonic: a write holds only rows newer than the vie
 mark, so for every entity a later write is newer than an earlier one. That is what lets
 materialization be incremental (only writes not yet applied) without per-key comparisons. A
 changed view definition starts a new generation (the old rows are removed and recomputed) and
-the online store notices and reloads. One writer per store at a time.
+the online store notices and reloads. A write is committed when `_view.json` lists it (replaced
+atomically after its files are complete): readers never see a half-written or crashed write. One
+writer per store at a time.
 """
 
 from __future__ import annotations
@@ -64,8 +66,14 @@ class OfflineStore:
         return json.loads(path.read_text()) if path.exists() else None
 
     def write_ids(self, name: str) -> list[int]:
+        """Committed writes: those in the view's meta. A folder a crashed write left is ignored."""
+        meta = self.meta(name)
+        return sorted(w["id"] for w in meta["writes"]) if meta else []
+
+    def _next_write_id(self, name: str) -> int:
         d = self.view_dir(name)
-        return sorted(int(p.name.split("=", 1)[1]) for p in d.glob("write=*")) if d.exists() else []
+        on_disk = [int(p.name.split("=", 1)[1]) for p in d.glob("write=*")] if d.exists() else []
+        return max([*on_disk, *self.write_ids(name)], default=0) + 1
 
     def write_view(self, events: Any, view: FeatureView, event_time: str) -> dict[str, Any]:
         """Aggregate a Ray Dataset of events and append the rows newer than the high-water mark."""
@@ -80,7 +88,7 @@ class OfflineStore:
         if meta["high_water_us"] is not None:
             rows = rows.map_batches(_newer_than, batch_format="pyarrow",
                                     fn_kwargs={"us": meta["high_water_us"]})
-        write_id = max(self.write_ids(view.name), default=0) + 1
+        write_id = self._next_write_id(view.name)
         out = self.view_dir(view.name) / f"write={write_id:06d}"
         # map_groups emits one block per entity; without a floor every entity became its own
         # row group (hundreds per file) and reads got 10x slower.

@@ -93,13 +93,16 @@ def test_features_and_materialize_as_ray_jobs(lake, tmp_path):
         root = tmp_path / "submitted"
         root.mkdir()
         subprocess.run(["cp", "-r", str(lake / "lake"), str(root / "lake")], check=True)
-        for script in ("features.py", "materialize.py"):
-            cmd = ["ray", "job", "submit", "--address", head.dashboard_url, "--working-dir", ".",
-                   "--runtime-env-json", env_json, "--", "python", f"jobs/{script}", "ray=cluster",
-                   f"paths.root={root}", *[o for o in SMALL if not o.startswith("ray.")]]
-            proc = subprocess.run(cmd, cwd=ROOT, env=head.env, capture_output=True, text=True, timeout=900)
-            out = proc.stdout + proc.stderr
-            assert proc.returncode == 0 and "succeeded" in out, out[-6000:]
+        overrides = " ".join(["ray=cluster", f"paths.root={root}",
+                              *[o for o in SMALL if not o.startswith("ray.")]])
+        # one job, both entry points (one upload, one job start): features then materialize
+        entrypoint = f"python jobs/features.py {overrides} && python jobs/materialize.py {overrides}"
+        cmd = ["ray", "job", "submit", "--address", head.dashboard_url, "--working-dir", ".",
+               "--runtime-env-json", env_json, "--", "bash", "-c", entrypoint]
+        proc = subprocess.run(cmd, cwd=ROOT, env=head.env, capture_output=True, text=True, timeout=900)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 0 and "succeeded" in out, out[-6000:]
+        assert '"entities_written"' in out  # materialize's report, printed by the job
         assert (root / "feature_store" / "states" / "v000001.json").is_file()
         db = sqlite3.connect(root / "online_store.sqlite")
         assert db.execute("SELECT COUNT(*) FROM view_user_amount").fetchone()[0] > 0

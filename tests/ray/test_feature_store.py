@@ -4,6 +4,7 @@ point-in-time join + `transform` on Ray Data batches) and the online path (one r
 serve seam's lookup + `transform`) give bit-identical model inputs, on SQLite and on Redis."""
 
 import dataclasses
+import shutil
 import uuid
 
 import numpy as np
@@ -67,8 +68,12 @@ def test_incremental_writes_and_materialization_and_skew_check(ray_cluster, even
     assert [m["full"] for m in materialize(store, online, views)] == [True, True]
     again = write(store, half, views)  # nothing new: no write, no rows
     assert [w["rows"] for w in again] == [0, 0] and store.write_ids(views[0].name) == [1]
+    # a write that crashed before its commit leaves a folder nobody reads
+    crashed = store.view_dir(views[0].name) / "write=000007"
+    shutil.copytree(store.view_dir(views[0].name) / "write=000001", crashed)
+    assert store.read_view(views[0].name).num_rows == first[0]["rows"]
     second = write(store, events, views)
-    assert all(w["write_id"] == 2 and w["rows"] > 0 for w in second)
+    assert [w["write_id"] for w in second] == [8, 2] and all(w["rows"] > 0 for w in second)
     # the two writes hold exactly what one full computation holds: no gap, no duplicate
     full = offline_store(settings_for(tmp_path / "full"))
     write(full, events, views)
