@@ -149,4 +149,6 @@ def summary(decision: GateDecision) -> dict[str, Any]:
 
 
 def _word(decision: GateDecision) -> str:
+    if decision.champion_version == decision.challenger_version:
+        return "unchanged"  # judged against itself: nothing to decide
     return "promoted" if decision.promoted else "rejected"
