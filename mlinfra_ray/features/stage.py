@@ -124,6 +124,9 @@ def build_training_set(labels: pa.Table, settings: Settings, inclusive: bool = F
     """
     import ray
 
+    from mlinfra_ray.cluster import connect
+
+    connect(settings.ray)  # a no-op inside the stages; jobs/promote.py reaches here without Ray
     views = settings.features.views if views is None else views
     store = offline_store(settings)
     refs = {v.name: ray.put(store.read_view(v.name)) for v in views}
