@@ -32,7 +32,7 @@ class Layout:
 
     columns: list[str]
     csv_infer: list[str] = field(default_factory=list)  # float columns: pyarrow parses clean ones natively
-    csv_dict: list[str] = field(default_factory=list)  # enum columns: dictionary-encoded, checked per value
+    csv_dict: list[str] = field(default_factory=list)  # categorical columns: checked once per distinct value
     json_text: list[str] = field(default_factory=list)  # string/timestamp columns: must be JSON strings
     json_int: list[str] = field(default_factory=list)  # int columns: a float there needs the exact path
     delimiter: str = ","
@@ -47,9 +47,16 @@ def layout(contract: ContractSettings) -> Layout:
     cols = contract.columns
     return Layout(columns=[c.name for c in cols],
                   csv_infer=[c.name for c in cols if c.type == "float"],
-                  csv_dict=[c.name for c in cols if c.type == "string" and c.allowed is not None],
+                  csv_dict=[c.name for c in cols if c.type == "string" and _categorical(c)],
                   json_text=[c.name for c in cols if c.type in ("string", "timestamp")],
                   json_int=[c.name for c in cols if c.type == "int"])
+
+
+def _categorical(col) -> bool:
+    """Enum columns, and text the contract case-normalizes (codes like country or currency), have
+    few distinct values: parsing them dictionary-encoded lets the contract check each value once.
+    (Keys and free text would only pay the hashing.)"""
+    return col.allowed is not None or any(step in ("lower", "upper") for step in col.normalize)
 
 
 def read_split(spec: dict, lay: Layout) -> pa.Table:
