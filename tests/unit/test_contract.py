@@ -92,6 +92,12 @@ def test_normalization_and_nullable_columns():
     assert row["transaction_id"] == "tx00000001"
 
 
+@pytest.mark.parametrize("padded", [" tx00000001", "tx00000001\t", "\u00a0tx00000001\u2003"])
+def test_trim_removes_ascii_and_unicode_whitespace(padded):
+    row = run(transaction_id=padded)
+    assert row["_reasons"] is None and row["transaction_id"] == "tx00000001"
+
+
 def test_raw_values_are_kept_for_quarantined_rows_as_json():
     raw = json.loads(run(amount='12,50 "EUR"\\', channel=None)["_raw"])
     assert raw["amount"] == '12,50 "EUR"\\' and raw["channel"] is None and raw["user_id"] == "u000001"
