@@ -99,9 +99,10 @@ def promote(settings: Settings, holdout: pa.Table, challenger_version: str | Non
         decision = judge(challenger, champion, holdout, promotion,
                          settings.trainer.evaluation.calibration_bins)
     decision.challenger_version, decision.champion_version = version, champion_version
-    if champion_version == version:
+    if champion_version == version:  # nothing to decide; its original decision stays recorded
         decision.promoted, decision.reason = False, f"v{version} already is {tracking.alias}"
-    elif decision.promoted:
+        return decision
+    if decision.promoted:
         registry.set_alias(tracking, tracking.alias, version)
     record(settings, decision)
     log.info("gate v%s vs %s: %s (%s)", version, champion_version,

@@ -62,9 +62,17 @@ def register(settings, data, model: torch.nn.Module, name: str) -> str:
     return out["version"]
 
 
+@pytest.fixture(scope="module")
+def shared_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("registry")  # one MLflow database: creating one takes seconds
+
+
 @pytest.fixture
-def settings(tmp_path):
-    return compose_settings([f"paths.root={tmp_path}", "tracking.promotion.min_improvement=0.01"])
+def settings(shared_root, request):
+    """Each test gets its own registered model (and so its own aliases) in the shared store."""
+    return compose_settings([f"paths.root={shared_root}", "tracking.promotion.min_improvement=0.01",
+                             f"tracking.registered_model=m-{request.node.name}",
+                             f"paths.bundles={shared_root}/bundles/{request.node.name}"])
 
 
 def test_gate_promotes_only_winners_records_decisions_and_rolls_back(settings, data):
@@ -93,6 +101,8 @@ def test_gate_promotes_only_winners_records_decisions_and_rolls_back(settings, d
     assert [tags[v]["gate.decision"] for v in (v1, v2, v3)] == ["promoted", "rejected", "promoted"]
     runs = client.search_runs([client.get_experiment_by_name("mlinfra").experiment_id],
                               "tags.`mlinfra.kind` = 'promotion_gate'")
+    runs = [r for r in runs if r.data.tags["challenger_version"] in (v1, v2, v3)
+            and r.info.run_id in {tags[v]["gate.run_id"] for v in (v1, v2, v3)}]
     assert len(runs) == 3
     gate_run = next(r for r in runs if r.data.tags["challenger_version"] == v2)
     assert gate_run.data.metrics["promoted"] == 0.0
@@ -107,8 +117,11 @@ def test_gate_promotes_only_winners_records_decisions_and_rolls_back(settings, d
 
 def test_sanity_checks_reject_non_finite_and_uncalibrated_models(settings, data):
     strong = trained(data, 2)
-    register(settings, data, strong, "champ")
+    champ = register(settings, data, strong, "champ")
     assert promote(settings, data["test"]).promoted
+    again = promote(settings, data["test"])  # the challenger alias still points at the champion
+    assert not again.promoted and "already" in again.reason
+    assert registry.alias_version(settings.tracking, "champion") == champ
 
     broken = trained(data, 2)
     with torch.no_grad():
@@ -124,12 +137,14 @@ def test_sanity_checks_reject_non_finite_and_uncalibrated_models(settings, data)
 
 
 def test_tampered_registered_bundle_is_refused(settings, data):
+    import mlflow
+
     version = register(settings, data, trained(data, 2), "tampered")
-    assert version == "1"
-    stored = Path(settings.tracking.artifact_location)
-    weights = [p for p in stored.rglob("model.safetensors") if p.parent.name == "bundle"]
-    assert len(weights) == 1
-    weights[0].write_bytes(weights[0].read_bytes()[:-10])  # truncate the stored artifact
+    source = mlflow.MlflowClient(settings.tracking.uri).get_model_version(
+        settings.tracking.registered_model, version).source
+    weights = Path(source.removeprefix("file://")) / "model.safetensors"
+    assert weights.is_file() and str(weights).startswith(settings.tracking.artifact_location)
+    weights.write_bytes(weights.read_bytes()[:-10])  # truncate the stored artifact
     with pytest.raises(BundleError, match="sha256 mismatch"):
         promote(settings, data["test"])
     assert registry.alias_version(settings.tracking, "champion") is None
