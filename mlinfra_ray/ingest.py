@@ -71,12 +71,7 @@ def ingest(raw: str | list[str], lake: str, contract: ContractSettings) -> Inges
     validate_contract(contract)
     started, run_id = time.monotonic(), time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     root = Path(lake)
-    root.mkdir(parents=True, exist_ok=True)
-    lk.remove_unlisted(root, lk.load_manifest(root))  # leftovers of a run that died
-    manifest = lk.load_manifest(root)
-    if manifest is not None and manifest["contract"]["hash"] != lk.contract_hash(contract):
-        log.info("ingest: the contract changed; rebuilding the snapshot from all inputs")
-        manifest = None
+    manifest = _open_lake(root, contract)
     files = list_raw_files(raw)
     if not files:
         raise FileNotFoundError(f"no CSV/JSON Lines/Parquet files under {redact(raw)}")
@@ -102,16 +97,24 @@ def route_and_write(table: pa.Table, files: list[dict] | list[str], lake: Path |
                     contract: ContractSettings) -> IngestResult:
     """Route an already validated table and write the outputs (the Ray-free half of `ingest`)."""
     root = Path(lake)
-    root.mkdir(parents=True, exist_ok=True)
-    manifest = lk.load_manifest(root)
-    if manifest is not None and manifest["contract"]["hash"] != lk.contract_hash(contract):
-        manifest = None
+    manifest = _open_lake(root, contract)
     entries = [f if isinstance(f, dict) else {"path": f, "bytes": 0, "sha256": f, "fingerprint": f}
                for f in files]
     seen = lk.clean_keys(root, manifest, contract.dedup_key) if contract.dedup_key else None
     routed = route(table, contract, seen)
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     return _finish(routed, entries, [], root, contract, manifest, run_id, _Clock(time.monotonic()))
+
+
+def _open_lake(root: Path, contract: ContractSettings) -> dict | None:
+    """The committed manifest to append to, or None when the snapshot is (re)built from scratch."""
+    root.mkdir(parents=True, exist_ok=True)
+    lk.remove_unlisted(root, lk.load_manifest(root))  # leftovers of a run that died
+    manifest = lk.load_manifest(root)
+    if manifest is not None and manifest["contract"]["hash"] != lk.contract_hash(contract):
+        log.info("ingest: the contract changed; rebuilding the snapshot from all inputs")
+        return None
+    return manifest
 
 
 def _count_per_file(routed: Routed, table: pa.Table, entries: list[dict]) -> None:

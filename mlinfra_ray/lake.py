@@ -5,7 +5,8 @@ that makes them a snapshot.
 atomically replaces the manifest, which lists the input files already ingested (with content
 hashes) and the part files that make up the snapshot. Readers read only listed parts, so a run
 that dies half-way leaves no visible rows, and its orphan parts are removed by the next run.
-Appends add parts; a changed contract rebuilds the snapshot from all inputs.
+Appends add parts; a changed contract rebuilds the snapshot from all inputs. One ingest writes to
+a lake at a time (runs are not coordinated with each other).
 """
 
 from __future__ import annotations
@@ -62,6 +63,9 @@ def remove_unlisted(lake: Path, manifest: dict[str, Any] | None) -> int:
     listed = {f["path"] for f in (manifest or {}).get("clean_files", []) + (manifest or {}).get(
         "quarantine_files", [])}
     removed = 0
+    if (lake / QUARANTINE).is_file():  # the single-file layout of format 1: rebuilt as a folder
+        (lake / QUARANTINE).unlink()
+        removed += 1
     for folder in (lake / CLEAN, lake / QUARANTINE):
         for f in folder.rglob("*.parquet") if folder.is_dir() else []:
             if str(f.relative_to(lake)) not in listed:

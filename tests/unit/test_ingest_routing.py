@@ -127,3 +127,14 @@ def test_changed_contract_rebuilds_the_snapshot(tmp_path):
     assert read_clean(str(tmp_path), CONTRACT).num_rows == 20
     parts = list((tmp_path / "clean").rglob("*.parquet"))
     assert len(parts) == len(lake.load_manifest(tmp_path)["clean_files"])  # the old snapshot's are gone
+
+
+def test_a_lake_in_the_old_single_file_layout_is_rebuilt(tmp_path):
+    old = tmp_path / "clean" / "event_date=2026-01-02"
+    old.mkdir(parents=True)
+    pq.write_table(pa.table({"stale": [1]}), old / "part-0.parquet")
+    pq.write_table(pa.table({"stale": [1]}), tmp_path / "quarantine.parquet")  # a file, not a folder
+    (tmp_path / "manifest.json").write_text(json.dumps({"snapshot_id": "old"}))
+    r = route_and_write(batch(rows()), [], tmp_path, CONTRACT)
+    assert r.clean == 20 and read_clean(str(tmp_path), CONTRACT).num_rows == 20
+    assert pq.read_table(tmp_path / "quarantine.parquet").num_rows == 1
