@@ -84,21 +84,32 @@ def _temporal(col: pa.ChunkedArray) -> dict[str, Any]:
 
 
 def reason_examples(quarantine: pa.Table) -> dict[str, list[dict[str, Any]]]:
-    """A few quarantined rows per reason code, with where they came from."""
-    examples: dict[str, list[dict[str, Any]]] = {}
+    """A few quarantined rows per reason code, with where they came from and the offending value
+    (rows failing for that reason alone are preferred: they show the problem most plainly)."""
+    examples: dict[str, list[int]] = {}
     if quarantine.num_rows == 0:
-        return examples
+        return {}
     reasons = quarantine.column(REASONS).to_pylist()
-    wanted = []
-    for i, rs in enumerate(reasons):
-        for code in rs.split(";"):
-            if len(examples.setdefault(code, [])) < EXAMPLES:
-                examples[code].append(i)
-                wanted.append(i)
-    rows = quarantine.select([SOURCE, LINE, RAW]).take(pa.array(sorted(set(wanted)))).to_pylist()
-    by_index = dict(zip(sorted(set(wanted)), rows, strict=True))
-    return {code: [{"file": by_index[i][SOURCE], "line": by_index[i][LINE], "raw": by_index[i][RAW]}
-                   for i in idx] for code, idx in examples.items()}
+    for only_one in (True, False):
+        for i, rs in enumerate(reasons):
+            codes = rs.split(";")
+            for code in codes if not only_one or len(codes) == 1 else []:
+                picked = examples.setdefault(code, [])
+                if len(picked) < EXAMPLES and i not in picked:
+                    picked.append(i)
+    wanted = sorted({i for idx in examples.values() for i in idx})
+    rows = dict(zip(wanted, quarantine.select([SOURCE, LINE, RAW]).take(pa.array(wanted)).to_pylist(),
+                    strict=True))
+    return {code: [_example(code, rows[i]) for i in idx] for code, idx in examples.items()}
+
+
+def _example(code: str, row: dict[str, Any]) -> dict[str, Any]:
+    column = code.split(":", 1)[1] if ":" in code and not code.startswith("parse:") else None
+    try:
+        value = json.loads(row[RAW]).get(column) if column else None
+    except (ValueError, AttributeError):
+        value = None
+    return {"file": row[SOURCE], "line": row[LINE], "column": column, "value": value, "raw": row[RAW]}
 
 
 def build_report(clean: pa.Table, quarantine: pa.Table, result: Any, contract: ContractSettings,
@@ -139,8 +150,9 @@ def render_markdown(r: dict[str, Any]) -> str:
     for code, count in r["reasons"].items():
         ex = (r["examples"].get(code) or [{}])[0]
         where = f"{Path(str(ex.get('file', ''))).name}:{ex.get('line', '')}"
-        raw = str(ex.get("raw", ""))[:100].replace("|", "\\|")
-        lines.append(f"| `{code}` | {count:,} | {where} — `{raw}` |")
+        shown = f"{ex['column']} = {json.dumps(ex.get('value'))}" if ex.get("column") else \
+            str(ex.get("raw", ""))
+        lines.append(f"| `{code}` | {count:,} | {where} — `{shown[:100].replace('|', '¦')}` |")
     lines += ["", "## Clean columns", "", "| column | null % | distinct | range / top values | histogram |",
               "|---|---:|---:|---|---|"]
     for name, s in r["columns"].items():

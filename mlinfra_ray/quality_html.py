@@ -3,6 +3,7 @@ histograms, so it can be opened from a lake folder, attached to a ticket or serv
 
 from __future__ import annotations
 
+import json
 from html import escape
 from typing import Any
 
@@ -45,13 +46,20 @@ def _reasons(r: dict[str, Any]) -> str:
     top = max(r["reasons"].values())
     rows = []
     for code, count in r["reasons"].items():
-        examples = "".join(f"<div><span class='muted'>{escape(str(e['file']).rsplit('/', 1)[-1])}:"
-                           f"{e['line']}</span> <code>{escape(str(e['raw'])[:160])}</code></div>"
-                           for e in r["examples"].get(code, []))
+        examples = "".join(_example(e) for e in r["examples"].get(code, []))
         rows.append(f"<tr><td><code>{escape(code)}</code></td><td class='n'>{count:,}</td>"
                     f"<td>{_hbar(count, top)}</td><td>{examples}</td></tr>")
     return ("<h2>Quarantine by reason</h2><table><tr><th>reason</th><th>rows</th><th></th>"
             "<th>examples (file:line, raw values)</th></tr>" + "".join(rows) + "</table>")
+
+
+def _example(e: dict[str, Any]) -> str:
+    """file:line, the offending value up front, the whole raw row one click away."""
+    where = f"<span class='muted'>{escape(str(e['file']).rsplit('/', 1)[-1])}:{e['line']}</span>"
+    value = f" <code>{escape(str(e['column']))} = {escape(json.dumps(e.get('value')))}</code>" \
+        if e.get("column") else ""
+    return (f"<details><summary>{where}{value}</summary><code>{escape(str(e['raw']))}</code></details>"
+            if value else f"<div>{where} <code>{escape(str(e['raw']))}</code></div>")
 
 
 def _columns(r: dict[str, Any]) -> str:
