@@ -102,6 +102,8 @@ def route_and_write(table: pa.Table, files: list[dict] | list[str], lake: Path |
                for f in files]
     seen = lk.clean_keys(root, manifest, contract.dedup_key) if contract.dedup_key else None
     routed = route(table, contract, seen)
+    if entries and all("split_ids" in e for e in entries):
+        _count_per_file(routed, table, entries)
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     return _finish(routed, entries, [], root, contract, manifest, run_id, _Clock(time.monotonic()))
 

@@ -171,6 +171,8 @@ def render_markdown(r: dict[str, Any]) -> str:
 
 
 def _describe(s: dict[str, Any]) -> str:
+    if "top" not in s and "min" not in s:
+        return "key-like (no top values)"
     if "top" in s:
         return ", ".join(f"{k} ({v:,})" for k, v in list(s["top"].items())[:5])
     if "mean" in s:

@@ -68,6 +68,8 @@ def _columns(r: dict[str, Any]) -> str:
         if "top" in s:
             desc = "<br>".join(f"{escape(k)} <span class='muted'>({v:,})</span>" for k, v in s["top"].items())
             chart = _hbars(list(s["top"].values()))
+        elif "min" not in s:
+            desc, chart = "<span class='muted'>key-like: no top values</span>", ""
         else:
             lo, hi = s.get("min", ""), s.get("max", "")
             mean = f"<br><span class='muted'>mean {s['mean']:.4g}</span>" if "mean" in s else ""
