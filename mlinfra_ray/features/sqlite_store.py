@@ -25,6 +25,7 @@ class SQLiteStore(OnlineStore):
         # One connection shared by the threads of a replica, serialized by a lock.
         self._db = sqlite3.connect(path, timeout=timeout_s, check_same_thread=False, isolation_level=None)
         self._lock = threading.Lock()
+        self._tables: set[str] = set()  # created by this connection (one CREATE per view, not per read)
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
@@ -32,8 +33,10 @@ class SQLiteStore(OnlineStore):
 
     def _table(self, view: str) -> str:
         name = f"view_{check_view_name(view)}"
-        self._db.execute(f"CREATE TABLE IF NOT EXISTS {name} (entity TEXT PRIMARY KEY, v BLOB NOT NULL) "
-                         "WITHOUT ROWID")
+        if name not in self._tables:
+            self._db.execute(f"CREATE TABLE IF NOT EXISTS {name} (entity TEXT PRIMARY KEY, v BLOB NOT NULL) "
+                             "WITHOUT ROWID")
+            self._tables.add(name)
         return name
 
     def write(self, view: str, keys: list[str], blobs: list[bytes]) -> None:
@@ -76,7 +79,7 @@ class SQLiteStore(OnlineStore):
 
     def clear(self, view: str) -> None:
         with self._lock:
-            self._db.execute(f"DROP TABLE IF EXISTS view_{check_view_name(view)}")
+            self._db.execute(f"DELETE FROM {self._table(view)}")  # other connections keep their table
             self._db.execute("DELETE FROM _meta WHERE view = ?", (view,))
 
     def count(self, view: str) -> int:
