@@ -17,7 +17,7 @@ import pytest
 
 from mlinfra_ray.bundle import load_bundle
 from mlinfra_ray.compose import compose_settings
-from mlinfra_ray.registry import resolve_alias
+from mlinfra_ray.registry import alias_version, resolve_alias
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -97,7 +97,9 @@ def test_train_job_with_overrides_registers_a_new_version(summary, root):
     assert proc.returncode == 0, proc.stderr[-5000:]
     assert "epoch 2/2" in proc.stdout + proc.stderr and "epoch 3/" not in proc.stdout + proc.stderr
     version = int(summary["train"]["registry"]["version"]) + 1
-    assert f"v{version} as 'champion'" in proc.stdout
+    # Registered as the challenger; it becomes champion only if it wins the promotion gate.
+    assert f"v{version} as '" in proc.stdout
+    assert alias_version(compose_settings([f"paths.root={root}"]).tracking, "challenger") == str(version)
 
 
 def test_error_budget_fails_the_ingest_job(summary, root):
