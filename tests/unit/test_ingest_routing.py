@@ -44,8 +44,8 @@ def test_accounting_duplicates_and_outputs(tmp_path):
     assert read_clean(str(tmp_path), CONTRACT).num_rows == 20
     report = json.loads((tmp_path / "quality.json").read_text())
     assert report["rows_in"] == 23 and report["accounting_ok"] and report["columns"]["amount"]["null_pct"] == 0
-    assert report["examples"]["type:amount"][0] == {"file": "f.csv", "line": 22, "column": "amount", "value": "n/a",
-                                                    "raw": q["_raw"]}
+    expected = {"file": "f.csv", "line": 22, "column": "amount", "value": "n/a", "raw": q["_raw"]}
+    assert report["examples"]["type:amount"][0] == expected
     assert "type:amount" in (tmp_path / "quality.md").read_text()
     html = (tmp_path / "quality.html").read_text()
     assert "<svg" in html and "23 rows in = 20 clean + 1 quarantined + 2 duplicates removed" in html
