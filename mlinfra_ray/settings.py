@@ -290,7 +290,7 @@ class DriftSettings:
     correction: Literal["bonferroni", "fdr"] = "bonferroni"  # across per-feature tests
     reference_size: int = 2_000
     max_pending: int = 64  # fire-and-forget hand-offs in flight before new ones are dropped
-    score_test: bool = True  # KS test of prediction scores against the bundle's reference scores
+    score_test: bool = False # KS test of prediction scores against the bundle's reference scores
     mmd: MMDSettings = field(default_factory=MMDSettings)
     online: OnlineDriftSettings = field(default_factory=OnlineDriftSettings)
     report_dir: str | None = None  # jobs/drift_report.py output; None: <paths.root>/reports/drift

@@ -108,7 +108,7 @@ def test_suite_splits_the_level_across_tests_and_passes_clean_windows(served):
     from mlinfra_ray.drift import suite_from_bundle
 
     s, bundle, clean, _ = served
-    suite = suite_from_bundle(bundle, s.drift)
+    suite = suite_from_bundle(bundle, dataclasses.replace(s.drift, score_test=True))
     assert suite.alpha == pytest.approx(s.drift.p_val / 3)  # features, MMD, score
     report = suite.check(*window_of(bundle, clean.slice(0, 500)))
     assert set(report["tests"]) == {"features", "mmd", "score"}
@@ -131,7 +131,8 @@ def test_score_test_flags_a_shift_in_scores_alone(served):
 
     s, bundle, clean, _ = served
     rows, scores = window_of(bundle, clean.slice(0, 500))
-    report = suite_from_bundle(bundle, s.drift).check(rows, np.clip(scores + 0.1, 0, 1))
+    policy = dataclasses.replace(s.drift, score_test=True)
+    report = suite_from_bundle(bundle, policy).check(rows, np.clip(scores + 0.1, 0, 1))
     assert report["is_drift"] is True
     assert report["tests"]["score"]["is_drift"] and not report["tests"]["features"]["is_drift"]
 
