@@ -145,7 +145,7 @@ def deploy_serve(bundle: str, port: int) -> dict[str, str]:
     from mlinfra_ray.settings import to_dict
 
     common = [f"serve.port={port}", f"serve.bundle_path={bundle}", "ray.num_cpus=2",
-              "serve.predictor_replicas=1"]
+              "ray.include_dashboard=false", "serve.predictor_replicas=1"]  # no dashboard: less to start
     on = compose_settings([*common, "serve.app_name=on", "serve.route_prefix=/on"])
     off = compose_settings([*common, "serve.app_name=off", "serve.route_prefix=/off", "drift.enabled=false"])
     colocated = compose_settings([*common, "serve.app_name=colo", "serve.route_prefix=/colo",

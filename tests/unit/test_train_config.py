@@ -3,6 +3,7 @@ search spaces, dotted overrides and sweep resource planning."""
 
 import dataclasses
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -13,7 +14,15 @@ from mlinfra_ray.models import build_model
 from mlinfra_ray.settings import ParamSpec, SettingsError, to_dict
 from mlinfra_ray.train.steps import autocast_dtype, evaluate_loss, train_epoch
 from mlinfra_ray.train.trainer import RUN_MARKER, ResumeError, guard_run, pick_best
-from mlinfra_ray.tune import apply_params, check_sweep, plan_sweep, search_space, trial_settings
+from mlinfra_ray.tune import (
+    SweepInterrupted,
+    apply_params,
+    check_complete,
+    check_sweep,
+    plan_sweep,
+    search_space,
+    trial_settings,
+)
 
 S = compose_settings([])
 
@@ -92,6 +101,24 @@ def test_sweep_metric_and_searcher_are_checked():
     with pytest.raises(SettingsError, match="grid"):
         check_sweep(dataclasses.replace(S, tune=dataclasses.replace(
             S.tune, space={"trainer.seed": ParamSpec("grid", values=[1, 2])})))
+
+
+def test_interrupted_sweep_is_caught_and_a_restored_finished_trial_counts():
+    """Tune marks a cut-off trial TERMINATED without `done`; a trial finished before a restore may also
+    come back without `done` (Tune sets it in memory after writing state) and must still count."""
+    def result(trial_id, done):
+        return SimpleNamespace(path=f"/sweeps/s/{trial_id}", error=None,
+                               metrics={"epoch": 1, **({"done": True} if done else {})})
+
+    two = dataclasses.replace(S, tune=dataclasses.replace(S.tune, num_samples=2))
+    check_complete([result("a", True), result("b", True)], two, "s")
+    with pytest.raises(SweepInterrupted, match="1 of 2 trials finished"):
+        check_complete([result("a", True), result("b", False)], two, "s")
+    check_complete([result("a", False), result("b", True)], two, "s", finished_before={"a"})
+    with pytest.raises(SweepInterrupted):
+        check_complete([result("a", False), result("b", True)], two, "s", finished_before={"b"})
+    with pytest.raises(SweepInterrupted, match="1 of 2"):  # a trial Tune never created
+        check_complete([result("a", True)], two, "s")
 
 
 @pytest.mark.parametrize(("cpus", "overrides", "concurrent", "cpus_per_worker"), [
