@@ -73,7 +73,7 @@ def cluster_pids(marker: str) -> set[int]:
     return found
 
 
-def stop_cluster(marker: str, timeout_s: float = 30.0) -> set[int]:
+def stop_cluster(marker: str, timeout_s: float = 10.0) -> set[int]:
     """SIGTERM the cluster's processes, SIGKILL what is left after `timeout_s`; the pids still alive."""
     for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5.0)):
         for pid in cluster_pids(marker):

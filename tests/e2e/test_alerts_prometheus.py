@@ -26,7 +26,7 @@ WINDOW = 150
 PROMETHEUS = os.environ.get("PROMETHEUS") or shutil.which("prometheus") or "prometheus"
 # CI (.ci/run) installs prometheus and sets MLINFRA_REQUIRE_PROMETHEUS: there a missing binary fails.
 MISSING = shutil.which(PROMETHEUS) is None and not os.environ.get("MLINFRA_REQUIRE_PROMETHEUS")
-pytestmark = [pytest.mark.e2e, pytest.mark.slow,
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.extended,
               pytest.mark.skipif(MISSING, reason="prometheus missing: apt-get install -y prometheus")]
 
 

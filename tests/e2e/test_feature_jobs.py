@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from lakes import build_lake
 from ray_procs import start_head, stop_cluster
 
 from mlinfra_ray import submit
@@ -44,10 +45,7 @@ def report(stdout: str):
 
 @pytest.fixture(scope="module")
 def lake(tmp_path_factory):
-    root = tmp_path_factory.mktemp("fs")
-    ok(run_job("generate.py", f"paths.root={root}"))
-    ok(run_job("ingest.py", f"paths.root={root}"))
-    return root
+    return build_lake(tmp_path_factory.mktemp("fs"), SMALL)
 
 
 def test_features_materialize_skew_check_on_sqlite(lake):
@@ -86,6 +84,7 @@ def test_materialize_and_skew_check_on_redis(lake, redis_url):
     assert skew["mismatches"] == 0 and skew["sampled"] > 0
 
 
+@pytest.mark.extended  # own head; every jobs/*.py starting in a submitted job is in CI (test_job_submit)
 def test_features_and_materialize_as_ray_jobs(lake, tmp_path):
     head = start_head(num_cpus=2)
     try:

@@ -19,7 +19,7 @@ from ray_procs import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "cluster" / "head_services.sh"
-pytestmark = [pytest.mark.e2e,
+pytestmark = [pytest.mark.e2e, pytest.mark.extended,
               pytest.mark.skipif(not (shutil.which("redis-server") and shutil.which("prometheus")),
                                  reason="needs redis-server and prometheus (apt-get install, see .ci/run)")]
 

@@ -54,6 +54,7 @@ def test_ingest_job_reads_s3(s3, tmp_path):
 
 
 
+@pytest.mark.extended  # the budget check itself runs in CI through test_pipeline (local files)
 def test_ingest_job_over_the_error_budget_exits_non_zero(s3, tmp_path):
     proc = run_ingest(s3, tmp_path, "contract.max_quarantine_fraction=0.001")
     assert proc.returncode != 0

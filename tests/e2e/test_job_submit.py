@@ -59,7 +59,8 @@ def cli_run(head, tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
     env_json = json.dumps(submit.runtime_env(SHA))
     cmd = ["ray", "job", "submit", "--address", head.dashboard_url, "--working-dir", ".",
-           "--runtime-env-json", env_json, "--", *pipeline(root).split()]
+           "--runtime-env-json", env_json, "--",
+           *pipeline(root, "data.synthetic.rows=6000", "trainer.max_epochs=2").split()]
     proc = subprocess.run(cmd, cwd=ROOT, env=head.env, capture_output=True, text=True, timeout=900)
     return root, proc.returncode, proc.stdout + proc.stderr
 
@@ -78,6 +79,7 @@ def test_pipeline_submitted_with_the_cli(cli_run):
     assert "Uploading package" in out and "mlinfra_ray pipeline summary" in out
 
 
+@pytest.mark.extended  # submit.submit (the SDK) is in CI through the failing-job and entry-point tests
 def test_a_hydra_multirun_grid_runs_inside_one_submitted_job(head, cli_run, token_env):
     """The documented small-study grid: 2 learning rates, sequential runs in one job (one driver,
     one `ray.init`), each registered as its own model version."""
@@ -93,6 +95,7 @@ def test_a_hydra_multirun_grid_runs_inside_one_submitted_job(head, cli_run, toke
         [(True, False), (False, True)]
 
 
+@pytest.mark.extended  # the CLI pipeline is in CI; the SDK path is too, through the cheaper jobs below
 def test_pipeline_submitted_with_the_sdk(head, tmp_path, token_env):
     small = ["data.synthetic.rows=6000", "trainer.max_epochs=1", "serve.demo.clean_requests=80",
              "serve.demo.drift_requests=80"]

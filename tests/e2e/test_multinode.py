@@ -22,7 +22,7 @@ from ray_procs import free_port, short_temp_dir, stop_cluster, token_env
 from tests.s3_server import moto_server
 
 ROOT = Path(__file__).resolve().parents[2]
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.extended]
 
 
 BUCKET = "mlinfra-multinode"

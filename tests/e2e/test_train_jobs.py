@@ -13,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from lakes import build_lake
 
 from mlinfra_ray import registry
 from mlinfra_ray.bundle import load_bundle
@@ -45,10 +46,7 @@ def run_job(script: str, *overrides: str, timeout: int = 600) -> subprocess.Comp
 
 @pytest.fixture(scope="module")
 def lake(tmp_path_factory):
-    root = tmp_path_factory.mktemp("train_jobs")
-    run_job("generate.py", *SMALL, f"paths.root={root}")
-    run_job("ingest.py", *SMALL, f"paths.root={root}")
-    return root
+    return build_lake(tmp_path_factory.mktemp("train_jobs"), SMALL)
 
 
 @pytest.fixture

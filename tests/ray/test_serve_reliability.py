@@ -70,13 +70,14 @@ def test_fuzzing_the_openapi_schema_never_gives_a_5xx(apps):
         check()
 
     predict = schema["/predict"]["POST"]
-    run(predict.as_strategy(schemathesis.GenerationMode.POSITIVE), 450)
-    run(predict.as_strategy(schemathesis.GenerationMode.NEGATIVE), 450)
-    run(schema.as_strategy(), 150)  # every operation, GETs included
+    # ~500 requests: the suite's budget (1,050 found nothing more when last run at that size)
+    run(predict.as_strategy(schemathesis.GenerationMode.POSITIVE), 220)
+    run(predict.as_strategy(schemathesis.GenerationMode.NEGATIVE), 220)
+    run(schema.as_strategy(), 80)  # every operation, GETs included
     total = sum(statuses.values())
     print(f"fuzzing: {total} requests, statuses {dict(statuses)}")
-    assert total >= 1000 and not [s for s in statuses if s >= 500]
-    assert statuses[200] >= 300 and statuses[422] >= 300  # both valid and invalid bodies were exercised
+    assert total >= 480 and not [s for s in statuses if s >= 500]
+    assert statuses[200] >= 140 and statuses[422] >= 140  # both valid and invalid bodies were exercised
 
 
 def predictor_states(app: str) -> dict[str, int]:

@@ -11,7 +11,7 @@ from mlinfra_ray.registry import alias_version
 from mlinfra_ray.settings import ParamSpec
 from mlinfra_ray.tune import describe, run_sweep
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.extended]
 
 
 def test_failed_trial_does_not_fail_the_sweep(tmp_path, ray_cluster):
