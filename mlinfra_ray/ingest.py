@@ -66,8 +66,9 @@ class IngestResult:
         return self.quarantined / self.rows_in if self.rows_in else 0.0
 
 
-def ingest(raw: str | list[str], lake: str, contract: ContractSettings) -> IngestResult:
-    """Run the ingest stage; raises DataQualityError over the contract's error budget."""
+def ingest(raw: str | list[str], lake: str, contract: ContractSettings, use_ray: bool = True) -> IngestResult:
+    """Run the ingest stage; raises DataQualityError over the contract's error budget.
+    `use_ray=False` reads in this process, same code per split (small inputs: tests, notebooks)."""
     validate_contract(contract)
     started, run_id = time.monotonic(), time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     root = Path(lake)
@@ -79,7 +80,7 @@ def ingest(raw: str | list[str], lake: str, contract: ContractSettings) -> Inges
     todo = [f for f in files if f.fingerprint not in known]
     log.info("ingest: %d files from %s (%d new)", len(files), redact(raw), len(todo))
     clock = _Clock(started)
-    table, entries = read_validated(todo, contract)
+    table, entries = read_validated(todo, contract, use_ray)
     clock.lap("read_validate")
     digests = {f["sha256"] for f in (manifest or {}).get("files", [])}
     same = [i for i, e in enumerate(entries) if e["sha256"] in digests]  # touched or copied, not new
@@ -151,7 +152,7 @@ def _finish(routed: Routed, entries: list[dict], skipped: list[str], root: Path,
     for e in all_files:
         e.pop("split_ids", None)
     result = IngestResult(
-        rows_in=len(routed.outcome), clean=routed.clean.num_rows, quarantined=routed.quarantine.num_rows,
+        rows_in=len(routed.outcome), clean=routed.n_clean, quarantined=routed.quarantine.num_rows,
         duplicates_removed=routed.duplicates, reasons=dict(routed.reasons.most_common()),
         snapshot_id=lk.snapshot_id(contract, [f["sha256"] for f in all_files]),
         clean_path=str(root / lk.CLEAN), quarantine_path=str(root / lk.QUARANTINE),
@@ -160,20 +161,13 @@ def _finish(routed: Routed, entries: list[dict], skipped: list[str], root: Path,
         totals={k: (manifest or {}).get(k, 0) for k in COUNTS})
     log.info("ingest: rows in %d = clean %d + quarantined %d + duplicates %d (%d files skipped)",
              result.rows_in, result.clean, result.quarantined, result.duplicates_removed, len(skipped))
-    over = result.quarantine_fraction > contract.max_quarantine_fraction
-    if result.rows_in or manifest is None:
-        write_quality_report(routed.clean, routed.quarantine, result, root, contract, over_budget=over)
-        clock.lap("report")
-    if over:
-        rejected = lk.write_quarantine(routed.quarantine, root / "rejected", run_id, root)
-        write_metrics(root, manifest, result, over_budget=True)
-        top = ", ".join(f"{k} ({v})" for k, v in routed.reasons.most_common(5))
-        raise DataQualityError(
-            f"{result.quarantine_fraction:.1%} of rows quarantined, over the error budget "
-            f"max_quarantine_fraction={contract.max_quarantine_fraction:.1%}; top reasons: {top}; "
-            f"nothing was written to the snapshot; see {result.report_path} and {root / rejected[0]['path']}")
-    new = _manifest(result, routed, all_files, root, contract, manifest, run_id)
+    if result.quarantine_fraction > contract.max_quarantine_fraction:
+        _reject(routed, result, root, contract, manifest)
+    new, clean = _commit(result, routed, all_files, root, contract, manifest, run_id)
     clock.lap("write")
+    if result.rows_in or manifest is None:
+        write_quality_report(clean, routed.quarantine, result, root, contract)
+        clock.lap("report")
     result.seconds = round(time.monotonic() - clock.started, 3)
     result.totals = {k: new[k] for k in result.totals}
     new["runs"][-1].update(seconds=result.seconds, timings=result.timings)
@@ -183,9 +177,24 @@ def _finish(routed: Routed, entries: list[dict], skipped: list[str], root: Path,
     return result
 
 
-def _manifest(result: IngestResult, routed: Routed, all_files: list[dict], root: Path,
-              contract: ContractSettings, old: dict | None, run_id: str) -> dict:
-    clean_files = [*(old or {}).get("clean_files", []), *lk.write_clean(routed.clean, root, contract, run_id)]
+def _reject(routed: Routed, result: IngestResult, root: Path, contract: ContractSettings,
+            manifest: dict | None) -> None:
+    """Over the error budget: report and keep the rejected rows for people, commit nothing."""
+    write_quality_report(routed.clean, routed.quarantine, result, root, contract, over_budget=True)
+    rejected = lk.write_quarantine(routed.quarantine, root / "rejected", result.run_id, root)
+    write_metrics(root, manifest, result, over_budget=True)
+    top = ", ".join(f"{k} ({v})" for k, v in routed.reasons.most_common(5))
+    raise DataQualityError(
+        f"{result.quarantine_fraction:.1%} of rows quarantined, over the error budget "
+        f"max_quarantine_fraction={contract.max_quarantine_fraction:.1%}; top reasons: {top}; "
+        f"nothing was written to the snapshot; see {result.report_path} and {root / rejected[0]['path']}")
+
+
+def _commit(result: IngestResult, routed: Routed, all_files: list[dict], root: Path,
+            contract: ContractSettings, old: dict | None, run_id: str) -> tuple[dict, pa.Table]:
+    """Write this run's parts; return the manifest that will make them visible, and the clean rows."""
+    clean = routed.clean_sorted_by(contract.event_time)
+    clean_files = [*(old or {}).get("clean_files", []), *lk.write_clean(clean, root, contract, run_id)]
     quarantine_files = [*(old or {}).get("quarantine_files", []),
                         *lk.write_quarantine(routed.quarantine, root / lk.QUARANTINE, run_id, root)]
     totals = Counter((old or {}).get("reasons", {})) + Counter(result.reasons)
@@ -201,5 +210,5 @@ def _manifest(result: IngestResult, routed: Routed, all_files: list[dict], root:
         "extra_columns_kept": contract.extra_columns == "keep" and bool(extras),
         "files": all_files, "clean_files": clean_files, "quarantine_files": quarantine_files,
         "runs": [*(old or {}).get("runs", []), run], "report": "quality.html",
-    }
+    }, clean
 

@@ -2,13 +2,16 @@
 
 Pure Arrow/numpy, no Ray and no I/O, so the accounting can be unit- and property-tested:
 every input row gets exactly one outcome, hence rows_in == clean + quarantined + duplicates.
+Routing decides; it does not copy the clean rows. They are gathered once, by `Routed.clean_rows`,
+in the order the writer wants (event time), instead of a filtered copy followed by a sorted one.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import pyarrow as pa
@@ -19,6 +22,7 @@ from mlinfra_ray.fingerprint import fingerprint, repeated
 from mlinfra_ray.settings import ContractSettings
 
 KEY_FP = "_key_fp"  # the dedup key's fingerprint, computed by the read tasks (in parallel)
+DROP = {EXTRA, SPLIT, SPLIT_INFO, REASONS, RAW, KEY_FP, "_parse_error", "_raw_text"}  # not in clean data
 
 CLEAN, QUARANTINED, DUPLICATE = 0, 1, 2
 QUARANTINE_COLUMNS = [SOURCE, LINE, REASONS, "columns", RAW, EXTRA]
@@ -26,22 +30,49 @@ QUARANTINE_COLUMNS = [SOURCE, LINE, REASONS, "columns", RAW, EXTRA]
 
 @dataclass
 class Routed:
-    clean: pa.Table  # typed contract columns + _source_file, _line (+ extra columns when kept)
+    table: pa.Table  # the validated rows, input order
     quarantine: pa.Table  # QUARANTINE_COLUMNS
     outcome: np.ndarray  # per input row: CLEAN | QUARANTINED | DUPLICATE
     reasons: Counter
     extras: dict[str, int]  # unknown column → rows that carried a value for it
+    keep_extras: bool = False
+    counts: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.counts = np.bincount(self.outcome, minlength=3)
+
+    @property
+    def n_clean(self) -> int:
+        return int(self.counts[CLEAN])
 
     @property
     def duplicates(self) -> int:
-        return int((self.outcome == DUPLICATE).sum())
+        return int(self.counts[DUPLICATE])
+
+    @cached_property
+    def clean(self) -> pa.Table:
+        """Clean rows in input order: typed contract columns + _source_file, _line (+ extras)."""
+        return self.clean_rows(np.flatnonzero(self.outcome == CLEAN))
+
+    def clean_sorted_by(self, column: str) -> pa.Table:
+        """Clean rows ordered by `column` (stable), gathered in one copy instead of filter + sort."""
+        rows = np.flatnonzero(self.outcome == CLEAN)
+        keys = pc.cast(self.table.column(column).take(pa.array(rows)), pa.int64())
+        order = np.argsort(keys.to_numpy(zero_copy_only=False), kind="stable")
+        return self.clean_rows(rows[order])
+
+    def clean_rows(self, rows: np.ndarray) -> pa.Table:
+        """The given clean rows (indices into `table`), gathered in that order, one copy."""
+        if not np.all(self.outcome[rows] == CLEAN):
+            raise ValueError("clean_rows: some rows are not clean")
+        return _gather(self.table, rows, self.keep_extras)
 
     def check(self) -> None:
-        """The invariant, on the outputs themselves rather than on counters."""
-        rows_in = len(self.outcome)
-        if rows_in != self.clean.num_rows + self.quarantine.num_rows + self.duplicates:
-            raise AssertionError(f"row accounting broken: {rows_in} in != {self.clean.num_rows} clean + "
-                                 f"{self.quarantine.num_rows} quarantined + {self.duplicates} duplicates")
+        """The invariant, on the routed outputs rather than on counters."""
+        rows_in, quarantined = len(self.outcome), self.quarantine.num_rows
+        if quarantined != self.counts[QUARANTINED] or rows_in != self.n_clean + quarantined + self.duplicates:
+            raise AssertionError(f"row accounting broken: {rows_in} in != {self.n_clean} clean + "
+                                 f"{quarantined} quarantined + {self.duplicates} duplicates")
 
 
 def route(table: pa.Table, contract: ContractSettings, seen_keys: pa.Array | None = None) -> Routed:
@@ -54,11 +85,10 @@ def route(table: pa.Table, contract: ContractSettings, seen_keys: pa.Array | Non
         fp = table.column(KEY_FP).to_numpy()[good] if KEY_FP in table.column_names else None
         outcome[good[_duplicates(table.column(contract.dedup_key), good, seen_keys, fp)]] = DUPLICATE
     quarantine = _quarantine_table(table.filter(pa.array(outcome == QUARANTINED)))
-    clean = _filter(table, outcome == CLEAN)
-    clean, extras = _extras(clean, table, contract)
     codes = pc.list_flatten(pc.split_pattern(quarantine.column(REASONS), ";"))
     reasons = Counter({d["values"]: d["counts"] for d in pc.value_counts(codes).to_pylist()})
-    routed = Routed(clean, quarantine, outcome, reasons, extras)
+    routed = Routed(table, quarantine, outcome, reasons, _extra_counts(table),
+                    keep_extras=contract.extra_columns == "keep")
     routed.check()
     return routed
 
@@ -89,13 +119,19 @@ def _combined(col: pa.Array | pa.ChunkedArray) -> pa.Array:
     return col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
 
 
-def _filter(table: pa.Table, keep: np.ndarray) -> pa.Table:
-    """Table.filter, one column per thread (Arrow releases the GIL): the clean copy is the
-    biggest serial step of routing."""
-    mask = pa.array(keep)
+def _gather(table: pa.Table, rows: np.ndarray, keep_extras: bool) -> pa.Table:
+    """Take `rows` of the clean columns, one column per thread (Arrow releases the GIL)."""
+    names = [c for c in table.column_names if c not in DROP]
+    index = pa.array(rows, pa.int64())
     with ThreadPoolExecutor(max_workers=4) as pool:
-        columns = list(pool.map(lambda c: c.filter(mask), table.columns))
-    return pa.Table.from_arrays(columns, schema=table.schema)
+        columns = list(pool.map(lambda c: table.column(c).take(index), names))
+    clean = pa.Table.from_arrays(columns, names=names)
+    if keep_extras and EXTRA in table.column_names:
+        extra = table.column(EXTRA).take(index)
+        for name in sorted(_extra_counts(table)):
+            label = name if name not in clean.column_names else f"extra_{name}"
+            clean = clean.append_column(label, _lookup(extra, name))
+    return clean
 
 
 def _fault_columns(reasons: pa.Array | pa.ChunkedArray) -> pa.Array:
@@ -114,20 +150,13 @@ def _quarantine_table(rows: pa.Table) -> pa.Table:
         EXTRA: rows.column(EXTRA) if EXTRA in rows.column_names else pa.nulls(n, EXTRA_TYPE)})
 
 
-def _extras(clean: pa.Table, table: pa.Table, contract: ContractSettings) -> tuple[pa.Table, dict[str, int]]:
-    """Count unknown columns over all rows; keep them as string columns if the contract says so."""
+def _extra_counts(table: pa.Table) -> dict[str, int]:
+    """Unknown column → rows (of any outcome) that carried a value for it."""
     extra = table.column(EXTRA) if EXTRA in table.column_names else None
-    counts: dict[str, int] = {}
-    if extra is not None and extra.null_count < len(extra):
-        keys = pc.struct_field(pc.list_flatten(extra), "k")
-        counts = {d["values"]: d["counts"] for d in pc.value_counts(keys).to_pylist()}
-    drop = [c for c in (EXTRA, SPLIT, SPLIT_INFO, REASONS, RAW, KEY_FP, "_parse_error", "_raw_text")
-            if c in clean.column_names]
-    if contract.extra_columns == "keep" and counts:
-        for name in sorted(counts):
-            label = name if name not in clean.column_names else f"extra_{name}"
-            clean = clean.append_column(label, _lookup(clean.column(EXTRA), name))
-    return clean.drop_columns(drop), counts
+    if extra is None or extra.null_count == len(extra):
+        return {}
+    keys = pc.struct_field(pc.list_flatten(extra), "k")
+    return {d["values"]: d["counts"] for d in pc.value_counts(keys).to_pylist()}
 
 
 def _lookup(extra: pa.ChunkedArray, name: str) -> pa.Array:

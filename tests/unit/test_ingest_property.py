@@ -87,6 +87,8 @@ def test_every_line_is_accounted_for_exactly_once(tmp_path, monkeypatch, case, s
     assert sorted(table.column(LINE).to_pylist()) == expected  # each line once, with its own number
     keys = routed.clean.column("transaction_id").to_pylist()
     assert len(keys) == len(set(keys))  # no duplicate survives
+    time = CONTRACT.event_time  # the writer's one-copy gather == filter + sort
+    assert routed.clean_sorted_by(time).equals(routed.clean.sort_by(time))
     assert sum(routed.reasons.values()) >= routed.quarantine.num_rows
     assert routed.quarantine.column("_reasons").null_count == 0
     assert len(entries) == 1 and entries[0]["sha256"] == _file_digest(path, split_bytes)
