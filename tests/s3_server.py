@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,8 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.procs import free_port, stop
 
 KEY, SECRET, REGION = "testing", "testing", "us-east-1"
 
@@ -54,19 +55,13 @@ class S3Server:
         return keys
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def moto_server() -> Iterator[S3Server]:
     exe = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or shutil.which("moto_server")
     if exe is None:
         raise RuntimeError("moto_server not found: pip install -e '.[dev]' (moto[server])")
     for _ in range(3):  # the free port can be taken between picking and binding it
-        port = _free_port()
+        port = free_port()
         proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
         server = S3Server(f"http://127.0.0.1:{port}")
@@ -86,9 +81,4 @@ def moto_server() -> Iterator[S3Server]:
     try:
         yield server
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)

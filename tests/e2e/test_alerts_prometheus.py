@@ -6,7 +6,6 @@ import dataclasses
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from mlinfra_ray.compose import compose_settings
 from mlinfra_ray.datasets.bundles import synthetic_bundle
 from mlinfra_ray.datasets.fraud import generate_transactions
 from mlinfra_ray.monitoring import ALERT_RULES
+from tests.procs import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 WINDOW = 150
@@ -28,12 +28,6 @@ PROMETHEUS = os.environ.get("PROMETHEUS") or shutil.which("prometheus") or "prom
 MISSING = shutil.which(PROMETHEUS) is None and not os.environ.get("MLINFRA_REQUIRE_PROMETHEUS")
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.extended,
               pytest.mark.skipif(MISSING, reason="prometheus missing: apt-get install -y prometheus")]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_http(url: str, timeout_s: float, proc: subprocess.Popen) -> None:

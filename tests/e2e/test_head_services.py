@@ -15,7 +15,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from ray_procs import free_port
+
+from tests.procs import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "cluster" / "head_services.sh"

@@ -37,6 +37,7 @@ def run_ingest(s3, root: Path, *overrides: str) -> subprocess.CompletedProcess:
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.extended  # CI reads S3 through Ray Data in tests/ray/test_ingest_ray.py (same moto server)
 def test_ingest_job_reads_s3(s3, tmp_path):
     first = run_ingest(s3, tmp_path)
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-4000:]

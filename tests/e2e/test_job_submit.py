@@ -11,12 +11,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from ray_procs import cluster_pids, free_port, start_head, stop_cluster
+from ray_procs import cluster_pids, start_head, stop_cluster
 
 from mlinfra_ray import submit
 from mlinfra_ray.bundle import load_bundle
 from mlinfra_ray.compose import compose_settings
 from mlinfra_ray.registry import resolve_alias
+from tests.procs import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SHA = "0123456789abcdef0123456789abcdef01234567"  # stands in for `git rev-parse HEAD`

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from ray_procs import free_port, short_temp_dir, stop_cluster, token_env
+from ray_procs import short_temp_dir, stop_cluster, token_env
 
+from tests.procs import free_port
 from tests.s3_server import moto_server
 
 ROOT = Path(__file__).resolve().parents[2]

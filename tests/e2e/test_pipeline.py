@@ -6,7 +6,6 @@ the default resource plan completes with `ray.init(num_cpus=2)` (2 DDP workers +
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,15 +17,10 @@ import pytest
 from mlinfra_ray.bundle import load_bundle
 from mlinfra_ray.compose import compose_settings
 from mlinfra_ray.registry import alias_version, resolve_alias
+from tests.procs import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_job(script: str, *overrides: str, timeout: int = 600) -> subprocess.CompletedProcess:

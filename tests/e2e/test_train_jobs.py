@@ -18,19 +18,12 @@ from lakes import build_lake
 from mlinfra_ray import registry
 from mlinfra_ray.bundle import load_bundle
 from mlinfra_ray.compose import compose_settings
+from tests.procs import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 SMALL = ["debug=fast", "ray.num_cpus=2", "data.synthetic.rows=4000", "data.synthetic.n_users=200",
          "trainer.max_epochs=2", "scaling.num_workers=1"]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def env() -> dict[str, str]:

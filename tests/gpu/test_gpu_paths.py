@@ -14,9 +14,9 @@ import httpx
 import pyarrow as pa
 import pytest
 
+from tests.procs import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests" / "e2e"))
-from ray_procs import free_port  # noqa: E402
 
 COMMON = ["debug=fast", "ray.num_cpus=4"]
 

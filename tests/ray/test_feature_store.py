@@ -21,6 +21,7 @@ from mlinfra_ray.features.skew import skew_check
 from mlinfra_ray.features.stage import build_training_set, offline_store
 from mlinfra_ray.features.transforms import fit_feature_state, transform
 from mlinfra_ray.settings import to_dict
+from tests.procs import free_port
 
 pytestmark = pytest.mark.ray
 SMALL = ["data.synthetic.rows=3000", "data.synthetic.n_users=150", "data.synthetic.n_merchants=30",
@@ -186,7 +187,7 @@ def test_served_over_http_with_online_features_equals_the_offline_path(ray_clust
     from mlinfra_ray.datasets.bundles import synthetic_bundle
     from mlinfra_ray.serve.app import deploy, shutdown_serve
 
-    s = settings_for(tmp_path, "serve.online_store=feature_store", f"serve.port={_free_port()}",
+    s = settings_for(tmp_path, "serve.online_store=feature_store", f"serve.port={free_port()}",
                      "drift.enabled=false")
     store, views = offline_store(s), s.features.views
     cut = events.num_rows * 2 // 3
@@ -218,9 +219,3 @@ def test_served_over_http_with_online_features_equals_the_offline_path(ray_clust
     assert 0 < hits <= 2 * len(records)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]

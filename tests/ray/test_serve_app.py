@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import socket
 import time
 
 import httpx
@@ -19,15 +18,10 @@ from mlinfra_ray.compose import compose_settings
 from mlinfra_ray.datasets.bundles import synthetic_bundle
 from mlinfra_ray.datasets.fraud import generate_transactions
 from mlinfra_ray.settings import to_dict
+from tests.procs import free_port
 
 pytestmark = [pytest.mark.ray]
 WINDOW = 200
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@ version in user_config rolls it back — without a single failed request either 
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 
@@ -14,18 +13,13 @@ import yaml
 from mlinfra_ray.compose import compose_settings
 from mlinfra_ray.datasets.bundles import synthetic_bundle
 from mlinfra_ray.registry import register_bundle, set_alias
+from tests.procs import free_port
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
 RECORD = {"transaction_id": "tx00000001", "user_id": "u000001", "merchant_id": "m00001",
           "event_time": "2026-01-02T10:00:00Z", "amount": 52.5, "channel": "web",
           "merchant_category": "travel", "country": "US", "distance_from_home_km": 3.0}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
