@@ -21,8 +21,9 @@ install: $(STAMP)  # the venv alone; cluster/node_setup.sh installs every cluste
 demo: $(STAMP)
 	$(BIN)/python jobs/pipeline.py
 
-# CI's suite (well under 20 min on 2 cores). The `extended` tier (multi-node, cluster head services,
-# a live Prometheus, SDK pipeline, multirun grid, a failing sweep trial) adds ~10 min: `make test-all`.
+# CI's suite (goal: well under 20 min on 2 cores). The `extended` tier (multi-node, cluster head services,
+# a live Prometheus, pipeline via CLI and SDK, multirun grid, S3 job, failing sweep trial) adds ~12 min:
+# `make test-all`.
 test: $(STAMP)
 	$(BIN)/ruff check mlinfra_ray jobs tests
 	$(BIN)/python -m pytest -m "not extended"

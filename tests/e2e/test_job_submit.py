@@ -1,8 +1,9 @@
-"""From laptop to cluster, on this machine: `ray start --head` on 127.0.0.1 with token auth on, the
-pipeline submitted with the `ray job submit` CLI and with the JobSubmissionClient SDK, a failing job
-reported FAILED with its error in the logs, then only this head is stopped.
+"""From laptop to cluster, on this machine: `ray start --head` on 127.0.0.1 with token auth on, a
+training job submitted with the `ray job submit` CLI, every entry point started through the SDK, a
+failing job reported FAILED with its error in the logs, then only this head is stopped.
 
-Costs about 3 minutes on 2 cores (two small pipeline runs on a 2-CPU head).
+The extended tier also submits the whole pipeline with the CLI and with the SDK, and a Hydra
+multirun grid (`make test-all`). CI's share costs about 2 minutes on 2 cores.
 """
 
 import json
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from lakes import build_lake
 from ray_procs import cluster_pids, start_head, stop_cluster
 
 from mlinfra_ray import submit
@@ -55,36 +57,49 @@ def test_the_jobs_api_refuses_requests_without_the_token(head):
 
 
 @pytest.fixture(scope="module")
-def cli_run(head, tmp_path_factory):
-    """The pipeline submitted with the `ray job submit` CLI, as the README documents it."""
-    root = tmp_path_factory.mktemp("cli")
-    env_json = json.dumps(submit.runtime_env(SHA))
+def cli_train(head, tmp_path_factory):
+    """`jobs/train.py` submitted with the `ray job submit` CLI, as the README documents it, on a lake
+    built beforehand (in this process: the job under test is the submitted one)."""
+    root = build_lake(tmp_path_factory.mktemp("cli"), ["debug=fast", "data.synthetic.rows=6000"])
     cmd = ["ray", "job", "submit", "--address", head.dashboard_url, "--working-dir", ".",
-           "--runtime-env-json", env_json, "--",
-           *pipeline(root, "data.synthetic.rows=6000", "trainer.max_epochs=2").split()]
+           "--runtime-env-json", json.dumps(submit.runtime_env(SHA)), "--", "python", "jobs/train.py",
+           "debug=fast", "ray=cluster", f"paths.root={root}", "trainer.max_epochs=2"]
     proc = subprocess.run(cmd, cwd=ROOT, env=head.env, capture_output=True, text=True, timeout=900)
     return root, proc.returncode, proc.stdout + proc.stderr
 
 
-def test_pipeline_submitted_with_the_cli(cli_run):
-    root, code, out = cli_run
+def test_training_submitted_with_the_cli(cli_train):
+    root, code, out = cli_train
     assert code == 0 and "succeeded" in out, out[-6000:]
-    summary = json.loads((root / "summary.json").read_text())
+    assert "Uploading package" in out and "test AUC-PR" in out
+    # the registry the job wrote is readable here, and lineage carries the SHA from the runtime_env
+    path, info = resolve_alias(compose_settings([f"paths.root={root}"]).tracking, "champion")
+    assert info["tags"]["git_sha"] == SHA and load_bundle(path).parts["lineage"]["git_sha"] == SHA
+
+
+@pytest.mark.extended  # CI submits the training job with the CLI; the whole pipeline costs ~2 minutes
+def test_pipeline_submitted_with_the_cli(head, tmp_path):
+    env_json = json.dumps(submit.runtime_env(SHA))
+    cmd = ["ray", "job", "submit", "--address", head.dashboard_url, "--working-dir", ".",
+           "--runtime-env-json", env_json, "--", *pipeline(tmp_path).split()]
+    proc = subprocess.run(cmd, cwd=ROOT, env=head.env, capture_output=True, text=True, timeout=900)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "succeeded" in out, out[-6000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
     ing = summary["ingest"]
     assert ing["rows_in"] == ing["clean"] + ing["quarantined"] + ing["duplicates_removed"] > 0
     assert summary["train"]["test"]["auc_pr"] > summary["train"]["test"]["positive_rate"]
     assert summary["serve"]["served_matches_offline"] and summary["serve"]["shifted_drift"] is True
-    # the registry the job wrote is readable here, and lineage carries the SHA from the runtime_env
-    path, info = resolve_alias(compose_settings([f"paths.root={root}"]).tracking, "champion")
+    path, info = resolve_alias(compose_settings([f"paths.root={tmp_path}"]).tracking, "champion")
     assert info["tags"]["git_sha"] == SHA and load_bundle(path).parts["lineage"]["git_sha"] == SHA
     assert "Uploading package" in out and "mlinfra_ray pipeline summary" in out
 
 
 @pytest.mark.extended  # submit.submit (the SDK) is in CI through the failing-job and entry-point tests
-def test_a_hydra_multirun_grid_runs_inside_one_submitted_job(head, cli_run, token_env):
+def test_a_hydra_multirun_grid_runs_inside_one_submitted_job(head, cli_train, token_env):
     """The documented small-study grid: 2 learning rates, sequential runs in one job (one driver,
     one `ray.init`), each registered as its own model version."""
-    root, code, _ = cli_run
+    root, code, _ = cli_train
     assert code == 0
     grid = (f"python jobs/train.py --multirun ray=cluster paths.root={root} trainer.max_epochs=1 "
             "scaling.num_workers=1 trainer.lr=0.001,0.003")
