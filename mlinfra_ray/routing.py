@@ -65,7 +65,7 @@ class Routed:
         """The given clean rows (indices into `table`), gathered in that order, one copy."""
         if not np.all(self.outcome[rows] == CLEAN):
             raise ValueError("clean_rows: some rows are not clean")
-        return _gather(self.table, rows, self.keep_extras)
+        return _gather(self.table, rows, sorted(self.extras) if self.keep_extras else [])
 
     def check(self) -> None:
         """The invariant, on the routed outputs rather than on counters."""
@@ -119,16 +119,17 @@ def _combined(col: pa.Array | pa.ChunkedArray) -> pa.Array:
     return col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
 
 
-def _gather(table: pa.Table, rows: np.ndarray, keep_extras: bool) -> pa.Table:
-    """Take `rows` of the clean columns, one column per thread (Arrow releases the GIL)."""
+def _gather(table: pa.Table, rows: np.ndarray, extras: list[str]) -> pa.Table:
+    """Take `rows` of the clean columns, one column per thread (Arrow releases the GIL), plus the
+    named unknown columns as strings."""
     names = [c for c in table.column_names if c not in DROP]
     index = pa.array(rows, pa.int64())
     with ThreadPoolExecutor(max_workers=4) as pool:
         columns = list(pool.map(lambda c: table.column(c).take(index), names))
     clean = pa.Table.from_arrays(columns, names=names)
-    if keep_extras and EXTRA in table.column_names:
+    if extras:
         extra = table.column(EXTRA).take(index)
-        for name in sorted(_extra_counts(table)):
+        for name in extras:
             label = name if name not in clean.column_names else f"extra_{name}"
             clean = clean.append_column(label, _lookup(extra, name))
     return clean

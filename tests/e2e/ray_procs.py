@@ -9,6 +9,7 @@ line names the temp dir, plus its descendants" is exactly this cluster, and noth
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -19,9 +20,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mlinfra_ray.submit import runtime_env
 from tests.procs import free_port
 
 VENV_BIN = str(Path(sys.executable).parent)
+REPO = Path(__file__).resolve().parents[2]
 
 
 def short_temp_dir(prefix: str) -> str:
@@ -141,3 +144,12 @@ def wait_for_jobs_api(head: Head, timeout_s: float) -> None:
             last = f"{resp.status_code} {resp.text[:300]}"
             time.sleep(1.0)
     raise TimeoutError(f"the jobs API at {head.dashboard_url} did not take a job in {timeout_s} s: {last}")
+
+
+def cli_submit(head: Head, entrypoint: list[str], sha: str, timeout_s: int = 900) -> tuple[int, str]:
+    """`ray job submit` from the repo root with the project's runtime_env, as the README documents it:
+    (exit code, stdout + stderr)."""
+    cmd = ["ray", "job", "submit", "--address", head.dashboard_url, "--working-dir", ".",
+           "--runtime-env-json", json.dumps(runtime_env(sha)), "--", *entrypoint]
+    proc = subprocess.run(cmd, cwd=REPO, env=head.env, capture_output=True, text=True, timeout=timeout_s)
+    return proc.returncode, proc.stdout + proc.stderr

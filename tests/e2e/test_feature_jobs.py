@@ -16,9 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from lakes import build_lake
-from ray_procs import start_head, stop_cluster
-
-from mlinfra_ray import submit
+from ray_procs import cli_submit, start_head, stop_cluster
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = ["debug=fast", "data.synthetic.rows=4000", "data.synthetic.n_users=150",
@@ -88,7 +86,6 @@ def test_materialize_and_skew_check_on_redis(lake, redis_url):
 def test_features_and_materialize_as_ray_jobs(lake, tmp_path):
     head = start_head(num_cpus=2)
     try:
-        env_json = json.dumps(submit.runtime_env("0" * 40))
         root = tmp_path / "submitted"
         root.mkdir()
         subprocess.run(["cp", "-r", str(lake / "lake"), str(root / "lake")], check=True)
@@ -96,11 +93,8 @@ def test_features_and_materialize_as_ray_jobs(lake, tmp_path):
                               *[o for o in SMALL if not o.startswith("ray.")]])
         # one job, both entry points (one upload, one job start): features then materialize
         entrypoint = f"python jobs/features.py {overrides} && python jobs/materialize.py {overrides}"
-        cmd = ["ray", "job", "submit", "--address", head.dashboard_url, "--working-dir", ".",
-               "--runtime-env-json", env_json, "--", "bash", "-c", entrypoint]
-        proc = subprocess.run(cmd, cwd=ROOT, env=head.env, capture_output=True, text=True, timeout=900)
-        out = proc.stdout + proc.stderr
-        assert proc.returncode == 0 and "succeeded" in out, out[-6000:]
+        code, out = cli_submit(head, ["bash", "-c", entrypoint], "0" * 40)
+        assert code == 0 and "succeeded" in out, out[-6000:]
         assert '"entities_written"' in out  # materialize's report, printed by the job
         assert (root / "feature_store" / "states" / "v000001.json").is_file()
         db = sqlite3.connect(root / "online_store.sqlite")

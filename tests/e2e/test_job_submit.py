@@ -7,13 +7,12 @@ multirun grid (`make test-all`). CI's share costs about 2 minutes on 2 cores.
 """
 
 import json
-import subprocess
 from pathlib import Path
 
 import httpx
 import pytest
 from lakes import build_lake
-from ray_procs import cluster_pids, start_head, stop_cluster
+from ray_procs import cli_submit, cluster_pids, start_head, stop_cluster
 
 from mlinfra_ray import submit
 from mlinfra_ray.bundle import load_bundle
@@ -61,11 +60,9 @@ def cli_train(head, tmp_path_factory):
     """`jobs/train.py` submitted with the `ray job submit` CLI, as the README documents it, on a lake
     built beforehand (in this process: the job under test is the submitted one)."""
     root = build_lake(tmp_path_factory.mktemp("cli"), ["debug=fast", "data.synthetic.rows=6000"])
-    cmd = ["ray", "job", "submit", "--address", head.dashboard_url, "--working-dir", ".",
-           "--runtime-env-json", json.dumps(submit.runtime_env(SHA)), "--", "python", "jobs/train.py",
-           "debug=fast", "ray=cluster", f"paths.root={root}", "trainer.max_epochs=2"]
-    proc = subprocess.run(cmd, cwd=ROOT, env=head.env, capture_output=True, text=True, timeout=900)
-    return root, proc.returncode, proc.stdout + proc.stderr
+    code, out = cli_submit(head, ["python", "jobs/train.py", "debug=fast", "ray=cluster", f"paths.root={root}",
+                                  "trainer.max_epochs=2"], SHA)
+    return root, code, out
 
 
 def test_training_submitted_with_the_cli(cli_train):
@@ -79,12 +76,8 @@ def test_training_submitted_with_the_cli(cli_train):
 
 @pytest.mark.extended  # CI submits the training job with the CLI; the whole pipeline costs ~2 minutes
 def test_pipeline_submitted_with_the_cli(head, tmp_path):
-    env_json = json.dumps(submit.runtime_env(SHA))
-    cmd = ["ray", "job", "submit", "--address", head.dashboard_url, "--working-dir", ".",
-           "--runtime-env-json", env_json, "--", *pipeline(tmp_path).split()]
-    proc = subprocess.run(cmd, cwd=ROOT, env=head.env, capture_output=True, text=True, timeout=900)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0 and "succeeded" in out, out[-6000:]
+    code, out = cli_submit(head, pipeline(tmp_path).split(), SHA)
+    assert code == 0 and "succeeded" in out, out[-6000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
     ing = summary["ingest"]
     assert ing["rows_in"] == ing["clean"] + ing["quarantined"] + ing["duplicates_removed"] > 0
