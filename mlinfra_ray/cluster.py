@@ -50,9 +50,14 @@ def connect(settings: RaySettings) -> dict[str, float]:
         address = settings.address or os.environ.get("RAY_ADDRESS")
         if address:
             log.info("joining Ray cluster at %s", address)
+            if settings.env_vars:
+                log.warning("ray.env_vars (%s) only reach clusters this process starts: the cluster at %s "
+                            "must have been started with them", ", ".join(settings.env_vars), address)
             ray.init(address=address, log_to_driver=True)
         else:
             log.info("starting a local Ray cluster (num_cpus=%s)", settings.num_cpus or "all")
+            # Before ray.init: the raylet, the Serve controller and every worker inherit them.
+            os.environ.update({k: os.environ.get(k, str(v)) for k, v in settings.env_vars.items()})
             ray.init(num_cpus=settings.num_cpus, include_dashboard=settings.include_dashboard,
                      runtime_env={"env_vars": QUIET_ENV if quiet else {}},
                      logging_config=ray.LoggingConfig(log_level=log_level(settings)))

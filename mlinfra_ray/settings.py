@@ -246,8 +246,11 @@ class ServeSettings:
     predictor_replicas: int = 1
     autoscaling: AutoscalingSettings | None = None  # set: predictor_replicas is ignored
     colocate_predictor: bool = False  # score inside the ingress replica: one hop less, no scale-out
+    # Ray Serve's direct ingress: the ingress replica answers HTTP on a port of its own, no proxy
+    # hop. Ray must run with RAY_SERVE_THROUGHPUT_OPTIMIZED=1 (ray.env_vars; serve=low_latency).
+    direct_ingress: bool = False
     max_batch_size: int = 64
-    batch_wait_timeout_s: float = 0.002
+    batch_wait_timeout_s: float = 0.0  # 0: batch what queued while the previous batch ran
     max_ongoing_requests: int = 32
     max_queued_requests: int = 256
     max_records_per_request: int = 1000
@@ -269,6 +272,9 @@ class MMDSettings:
     reference_size: int = 500
     max_window: int = 500
     n_permutations: int = 100
+    # At most one MMD per interval (other windows get the cheap tests only): one MMD costs ~0.5 s of
+    # a core, so at high traffic testing every window would take a core away from serving.
+    min_interval_s: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -290,6 +296,9 @@ class DriftSettings:
     correction: Literal["bonferroni", "fdr"] = "bonferroni"  # across per-feature tests
     reference_size: int = 2_000
     max_pending: int = 64  # fire-and-forget hand-offs in flight before new ones are dropped
+    # Added to the monitor process's OS niceness: on a CPU-bound node serving wins every contention
+    # and the checks use what is left (a monitor that falls behind drops rows, counted).
+    niceness: int = 10
     score_test: bool = False # KS test of prediction scores against the bundle's reference scores
     mmd: MMDSettings = field(default_factory=MMDSettings)
     online: OnlineDriftSettings = field(default_factory=OnlineDriftSettings)
@@ -304,6 +313,9 @@ class RaySettings:
     data_reserved_cpus: float = 1.0  # CPUs Train must leave to Ray Data (the 2-CPU deadlock)
     include_dashboard: bool = True
     quiet: bool = True  # condensed logs, no progress bars when stdout is not a TTY
+    # Environment Ray's own processes start with (Serve reads its mode flags once, at start):
+    # applied to a local cluster we start; a cluster gets them before `ray start` (cluster.yaml).
+    env_vars: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

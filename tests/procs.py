@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 
@@ -13,11 +15,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def stop(proc: subprocess.Popen, timeout_s: float = 10.0) -> None:
-    """SIGTERM, then SIGKILL if it has not exited within `timeout_s`."""
-    proc.terminate()
+def stop(proc: subprocess.Popen, timeout_s: float = 10.0, sig: int = signal.SIGTERM) -> None:
+    """`sig` (SIGTERM), then SIGKILL if it has not exited within `timeout_s` — to its whole process
+    group when it leads one (started with start_new_session: Ray's own processes go with it)."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
     try:
         proc.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):  # not a group leader
+            proc.kill()
         proc.wait()

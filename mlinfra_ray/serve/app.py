@@ -15,6 +15,7 @@ serve.yaml (`serve run serve.yaml`); `deploy` is what jobs/serve.py and the demo
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 import time
@@ -32,8 +33,9 @@ from mlinfra_ray.serve.online import check_kind
 from mlinfra_ray.serve.predictor import Predictor
 from mlinfra_ray.settings import DriftSettings, RaySettings, ServeSettings, Settings, build, to_dict
 
-__all__ = ["DriftHandoff", "app_builder", "build_app", "deploy", "serve_forever", "shutdown_serve",
-           "wait_ready"]
+log = logging.getLogger(__name__)
+__all__ = ["DriftHandoff", "app_builder", "build_app", "deploy", "direct_ingress_url", "serve_forever",
+           "shutdown_serve", "wait_ready"]
 
 
 def build_app(settings: dict[str, Any], bundle_path: str | None = None,
@@ -98,7 +100,37 @@ def deploy(settings: dict[str, Any], bundle_path: str | None = None,
               route_prefix=sv.route_prefix, blocking=False, logging_config=logs)
     base_url = f"http://{sv.host}:{sv.port}{sv.route_prefix.rstrip('/')}"
     wait_ready(base_url, timeout_s)
-    return base_url
+    if not sv.direct_ingress:
+        return base_url
+    try:
+        direct = direct_ingress_url(sv)
+    except RuntimeError:
+        serve.delete(sv.app_name)  # not what was asked for: leave nothing half-deployed behind
+        raise
+    wait_ready(direct, timeout_s)
+    log.info("direct ingress at %s (the proxy answers at %s too)", direct, base_url)
+    return direct
+
+
+def direct_ingress_url(sv: ServeSettings) -> str:
+    """The ingress replica's own HTTP address (Serve's direct ingress), asked of the controller.
+
+    Serve hands out these ports itself (30000-31000 by default) and exposes them only through the
+    controller's target groups (what its HAProxy integration reads); there is no public call yet.
+    """
+    import ray
+    from ray.serve.context import _get_global_client
+
+    controller = _get_global_client()._controller
+    groups = ray.get(controller.get_target_groups.remote(sv.app_name), timeout=30)
+    ports = [t.port for g in groups if str(g.protocol).endswith("HTTP") for t in g.targets if t.port != sv.port]
+    if not ports:
+        raise RuntimeError(
+            "serve.direct_ingress=true, but Serve routes through its proxy only: Ray was started without "
+            "RAY_SERVE_THROUGHPUT_OPTIMIZED=1 (set it in ray.env_vars for a local cluster, as "
+            "serve=low_latency does, or export it before `ray start` on a cluster)")
+    # The replica binds serve.host (http_options), like the proxy; one ingress replica by design.
+    return f"http://{sv.host}:{ports[0]}{sv.route_prefix.rstrip('/')}"
 
 
 def wait_ready(base_url: str, timeout_s: float) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from typing import Any
 
@@ -33,6 +34,8 @@ class DriftMonitor:
         torch.set_num_threads(1)  # MMD permutations: one core, leave the rest to serving
         self.source, self.loader = source, loader
         self.settings = build(DriftSettings, settings)
+        if self.settings.niceness > 0:  # this actor owns its process: only the checks yield
+            os.nice(self.settings.niceness)
         self.window = DriftWindow(self.settings.window_size)
         self._install(*loader(source))
         self.last_check: float | None = None

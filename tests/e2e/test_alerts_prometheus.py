@@ -19,7 +19,7 @@ from mlinfra_ray.compose import compose_settings
 from mlinfra_ray.datasets.bundles import synthetic_bundle
 from mlinfra_ray.datasets.fraud import generate_transactions
 from mlinfra_ray.monitoring import ALERT_RULES
-from tests.procs import free_port
+from tests.procs import free_port, stop
 
 ROOT = Path(__file__).resolve().parents[2]
 WINDOW = 150
@@ -41,16 +41,6 @@ def wait_http(url: str, timeout_s: float, proc: subprocess.Popen) -> None:
             pass
         time.sleep(1)
     raise TimeoutError(url)
-
-
-def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout_s: float = 60) -> None:
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)  # our own process group (start_new_session)
-            proc.wait(10)
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +69,7 @@ def app(traffic, tmp_path_factory):
         wait_http(f"http://127.0.0.1:{port}/readyz", 300, proc)
         yield f"http://127.0.0.1:{port}", port
     finally:
-        stop(proc, signal.SIGINT, timeout_s=90)
+        stop(proc, timeout_s=90, sig=signal.SIGINT)
         print((root / "serve.log").read_text()[-3000:])
 
 

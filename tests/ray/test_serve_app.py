@@ -165,3 +165,19 @@ def test_colocated_predictor_serves_the_same_scores(ray_cluster, base_url, data,
     assert np.allclose(scores, expected, atol=1e-6)
     assert httpx.get(f"{url}/model").json()["version"] == "fraud-v1"
     assert wait_windows(url, 0)["rows_seen"] >= 0 and httpx.get(f"{url}/readyz").status_code == 200
+
+
+def test_direct_ingress_on_a_cluster_started_without_it_fails_clearly(ray_cluster, base_url, data, bundle_dir):
+    """serve.direct_ingress needs Ray started in Serve's throughput-optimized mode; this session's
+    cluster was not, so deploy says what to set and leaves no half-deployed app behind."""
+    from ray import serve
+
+    from mlinfra_ray.serve.app import deploy
+
+    settings = data[0]
+    direct = dataclasses.replace(settings, serve=dataclasses.replace(
+        settings.serve, app_name="direct", route_prefix="/direct", direct_ingress=True))
+    with pytest.raises(RuntimeError, match="RAY_SERVE_THROUGHPUT_OPTIMIZED=1"):
+        deploy(to_dict(direct), bundle_path=str(bundle_dir))
+    assert "direct" not in serve.status().applications
+    assert httpx.get(f"{base_url}/readyz").status_code == 200  # the other app is untouched

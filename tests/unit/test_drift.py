@@ -126,6 +126,23 @@ def test_suite_flags_shifted_windows_and_names_the_test(served):
     assert report["p_vals"]["amount"] < report["threshold"]
 
 
+def test_mmd_runs_at_most_once_per_interval_and_the_skip_is_reported(served):
+    from mlinfra_ray.drift import suite_from_bundle
+
+    s, bundle, _, shifted = served
+    rows, scores = window_of(bundle, shifted)
+    hourly = dataclasses.replace(s.drift, mmd=dataclasses.replace(s.drift.mmd, min_interval_s=3600))
+    suite = suite_from_bundle(bundle, hourly)
+    first, second = suite.check(rows, scores), suite.check(rows, scores)
+    assert "mmd" in first["tests"] and first["skipped"] == []
+    assert "mmd" not in second["tests"] and second["skipped"] == ["mmd"]
+    assert second["is_drift"] is True  # the per-feature tests still run on every window
+    assert second["alpha"] == first["alpha"]  # the level stays split over every enabled test
+    every = suite_from_bundle(bundle, dataclasses.replace(s.drift, mmd=dataclasses.replace(
+        s.drift.mmd, min_interval_s=0)))
+    assert all("mmd" in every.check(rows, scores)["tests"] for _ in range(2))
+
+
 def test_score_test_flags_a_shift_in_scores_alone(served):
     from mlinfra_ray.drift import suite_from_bundle
 
