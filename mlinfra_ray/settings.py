@@ -259,7 +259,7 @@ class ServeSettings:
     cpus_per_replica: float = 0.25
     bundle_path: str | None = None  # a local bundle folder instead of the registry alias
     alias_poll_s: float = 10.0  # how often replicas re-resolve the alias (hot swap); 0: never
-    online_store: str = "none"  # online feature lookups (mlinfra_ray.serve.online); "none": off
+    online_store: str = "auto"  # serve/online.py: auto (what the model needs), none or feature_store
     auth: AuthSettings = field(default_factory=AuthSettings)
     demo: ServeDemoSettings = field(default_factory=ServeDemoSettings)
 

@@ -7,8 +7,10 @@ invalid, stale), which the ingress exports as mlinfra_online_lookups_total{view,
 says how long ago the store was last materialized (mlinfra_online_features_age_seconds, watched by
 the stale-features alert).
 
-Kinds: `none` (default: no lookups, the table is scored as sent) and `feature_store` (the
-`online_store` config group — SQLite embedded or Redis — through `features.online`). Another
+Kinds: `none` (no lookups, the table is scored as sent), `feature_store` (the `online_store` config
+group — SQLite embedded or Redis — through `features.online`) and `auto` (the default): whichever
+the served model needs — `feature_store` when its fitted feature state uses views, else `none`.
+A model with views served with `none` is refused at start-up (every request would fail). Another
 backend plugs in with `register_online_lookup(kind, factory)`; the predictor does not change.
 """
 
@@ -79,8 +81,21 @@ def register_online_lookup(kind: str, factory: LookupFactory) -> None:
 
 
 def check_kind(kind: str) -> None:
-    if kind not in _FACTORIES:
-        raise ValueError(f"serve.online_store={kind!r} is not a known lookup (known: {sorted(_FACTORIES)})")
+    if kind != "auto" and kind not in _FACTORIES:
+        raise ValueError(f"serve.online_store={kind!r} is not a known lookup "
+                         f"(known: {sorted([*_FACTORIES, 'auto'])})")
+
+
+def resolve_kind(kind: str, feature_state: dict[str, Any]) -> str:
+    """The lookup a model needs: `auto` follows its feature views; `none` with views is refused."""
+    check_kind(kind)
+    views = [v["name"] for v in feature_state.get("views") or []]
+    if kind == "auto":
+        return "feature_store" if views else "none"
+    if kind == "none" and views:
+        raise ValueError(f"the served model's inputs include feature views {views}, looked up in the online "
+                         "store at request time: serve it with serve.online_store=auto or feature_store")
+    return kind
 
 
 def make_online_lookup(kind: str, settings: dict[str, Any]) -> OnlineLookup:

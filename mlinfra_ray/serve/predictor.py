@@ -17,7 +17,7 @@ from typing import Any
 from ray import serve
 
 from mlinfra_ray.serve.loader import Loader, alias_version, load_served_bundle
-from mlinfra_ray.serve.online import make_online_lookup
+from mlinfra_ray.serve.online import OnlineLookup, make_online_lookup, resolve_kind
 from mlinfra_ray.serve.scoring import ServedModel, score_requests
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,8 @@ class Predictor:
         torch.set_num_threads(1)  # replicas share the cores; intra-op threads would oversubscribe
         self.source, self.loader = source, loader
         self.model = ServedModel.create(*loader(source))
-        self.lookup = make_online_lookup(config["online_store"], config["settings"])
+        self.lookup_config = (config["online_store"], config["settings"])
+        self.lookup_kind, self.lookup = self._lookup_for(self.model)
         self.with_drift = bool(config["with_drift"])
         self.poll_s, self.pinned = float(config["alias_poll_s"]), None
         self.swaps = 0
@@ -79,9 +80,19 @@ class Predictor:
             if version == self.model.ref["version"]:
                 return
             bundle, info = await asyncio.to_thread(self.loader, {**self.source, "version": version})
-            old, self.model = self.model.ref["version"], ServedModel.create(bundle, info)
+            model = ServedModel.create(bundle, info)
+            kind, lookup = await asyncio.to_thread(self._lookup_for, model)  # views in or out
+            old, self.model, self.lookup_kind, self.lookup = self.model.ref["version"], model, kind, lookup
             self.swaps += 1
             log.info("model version %s -> %s", old, version)
+
+    def _lookup_for(self, model: ServedModel) -> tuple[str, OnlineLookup]:
+        """The online lookup `model` needs; the current one is kept when the kind is unchanged."""
+        configured, settings = self.lookup_config
+        kind = resolve_kind(configured, model.bundle.feature_state)
+        if getattr(self, "lookup_kind", None) == kind:
+            return kind, self.lookup
+        return kind, make_online_lookup(kind, settings)
 
     def model_info(self) -> dict[str, Any]:
         return {**self.model.describe(), "swaps": self.swaps}

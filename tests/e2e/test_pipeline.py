@@ -108,3 +108,20 @@ def test_cfg_job_prints_config_without_starting_ray():
     assert proc.returncode == 0, proc.stderr
     assert "max_epochs: 2" in proc.stdout and "num_workers: 2" in proc.stdout
     assert "Ray" not in proc.stderr
+
+
+@pytest.mark.extended  # ~100 s more; CI serves a views model over HTTP in tests/ray/test_feature_store.py
+def test_pipeline_with_the_feature_store_serves_online_features(tmp_path):
+    """`features=fraud_store`: views → offline store → online store → a model on them, served with
+    the online lookups (serve.online_store=auto) and equal to the offline point-in-time answer."""
+    proc = run_job("pipeline.py", "features=fraud_store", "debug=fast", "ray.num_cpus=2",
+                   f"paths.root={tmp_path}", f"serve.port={free_port()}")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    serve = json.loads((tmp_path / "summary.json").read_text())["serve"]
+    assert serve["served_matches_offline"] and serve["max_abs_diff"] <= 1e-6
+    lookups = serve["online_lookups"]
+    assert set(lookups) == {"user_amount", "merchant_amount"}
+    for view, counts in lookups.items():  # the clean phase: known entities, live event times
+        assert counts.get("miss", 0) == 0 and counts.get("invalid", 0) == 0, (view, counts)
+        assert counts.get("hit", 0) > 0.9 * sum(counts.values()), (view, counts)
+    assert serve["shifted_drift"] is True

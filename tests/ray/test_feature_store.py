@@ -178,17 +178,17 @@ def first_events_after(events: pa.Table, cut: int, entities: list[str]) -> pa.Ta
 
 
 def test_served_over_http_with_online_features_equals_the_offline_path(ray_cluster, events, tmp_path):
-    """Serve app (serve.online_store=feature_store, SQLite) over real HTTP: each request's score
-    equals the bundle's score of the same transaction on the offline point-in-time training set,
-    and /metrics counts the lookups by view and outcome."""
+    """Serve app (serve.online_store=auto: the bundle uses views, so SQLite lookups) over real
+    HTTP: each request's score equals the bundle's score of the same transaction on the offline
+    point-in-time training set, and /metrics counts the lookups by view and outcome."""
     import httpx
 
     from mlinfra_ray.bundle import load_bundle
     from mlinfra_ray.datasets.bundles import synthetic_bundle
     from mlinfra_ray.serve.app import deploy, shutdown_serve
 
-    s = settings_for(tmp_path, "serve.online_store=feature_store", f"serve.port={free_port()}",
-                     "drift.enabled=false")
+    s = settings_for(tmp_path, f"serve.port={free_port()}", "drift.enabled=false")
+    assert s.serve.online_store == "auto"
     store, views = offline_store(s), s.features.views
     cut = events.num_rows * 2 // 3
     write(store, events.slice(0, cut), views)

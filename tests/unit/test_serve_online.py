@@ -74,3 +74,36 @@ def test_scoring_reports_lookup_deltas_once_per_batch_and_metrics_count_them(loo
     assert "mlinfra_online_lookup_misses_total 1.0" in text  # merchant m00001 was found both times
     plain = score_requests(model, NoOnlineLookup(), batch)  # this feature state uses no views
     assert np.allclose(np.concatenate([o["scores"] for o in out]), np.concatenate([o["scores"] for o in plain]))
+
+
+def test_auto_picks_the_lookup_the_model_needs_and_none_with_views_is_refused():
+    from mlinfra_ray.serve.online import resolve_kind
+
+    with_views = {"views": [{"name": "user_amount"}], "numeric": []}
+    assert resolve_kind("auto", with_views) == "feature_store"
+    assert resolve_kind("auto", {"numeric": []}) == "none"
+    assert resolve_kind("feature_store", {"numeric": []}) == "feature_store"  # explicit wins
+    with pytest.raises(ValueError, match=r"feature views \['user_amount'\].*serve.online_store=auto"):
+        resolve_kind("none", with_views)
+    with pytest.raises(ValueError, match="known: "):
+        resolve_kind("nosql", with_views)
+
+
+def test_a_hot_swap_brings_the_lookup_the_new_model_needs(lookup):
+    """Predictor._lookup_for, as its swap calls it: views in → store lookups; views out → none."""
+    from types import SimpleNamespace
+
+    from mlinfra_ray.serve.predictor import Predictor
+
+    settings, _ = lookup
+    predictor = Predictor.func_or_class.__new__(Predictor.func_or_class)
+    predictor.lookup_config = ("auto", to_dict(settings))
+    plain = SimpleNamespace(bundle=SimpleNamespace(feature_state={"numeric": []}))
+    on_views = SimpleNamespace(bundle=SimpleNamespace(feature_state={"views": [{"name": "user_amount"}]}))
+    predictor.lookup_kind, predictor.lookup = predictor._lookup_for(plain)
+    assert predictor.lookup_kind == "none" and isinstance(predictor.lookup, NoOnlineLookup)
+    kind, store_lookup = predictor._lookup_for(on_views)
+    assert kind == "feature_store" and isinstance(store_lookup, FeatureStoreLookup)
+    predictor.lookup_kind, predictor.lookup = kind, store_lookup
+    assert predictor._lookup_for(on_views)[1] is store_lookup  # same kind: the open lookup is kept
+    assert isinstance(predictor._lookup_for(plain)[1], NoOnlineLookup)
