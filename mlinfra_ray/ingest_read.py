@@ -51,7 +51,12 @@ def _run(splits: list[dict], contract: ContractSettings) -> list[pa.Table]:
     import ray
 
     ctx = ray.data.DataContext.get_current()
-    original, ctx.raise_original_map_exception = ctx.raise_original_map_exception, True
+    saved = {k: getattr(ctx, k) for k in ("raise_original_map_exception", "op_resource_reservation_enabled")}
+    ctx.raise_original_map_exception = True
+    # One map operator behind the input buffer: nothing downstream to reserve CPUs for. With the
+    # reservation on, Ray Data holds back half the cluster's CPUs per operator, and on 2 CPUs the
+    # splits ran one at a time (measured: 3.3 s → 2.1 s for 200 MB with it off).
+    ctx.op_resource_reservation_enabled = False
     ds = ray.data.from_items(splits, override_num_blocks=len(splits))
     ds = ds.map_batches(read_and_validate, batch_size=1, batch_format="pyarrow",
                         fn_kwargs={"lay": layout(contract), "contract": contract})
@@ -63,7 +68,8 @@ def _run(splits: list[dict], contract: ContractSettings) -> list[pa.Table]:
             raise RawInputError(str(getattr(cause, "cause", None) or cause)) from None
         raise
     finally:
-        ctx.raise_original_map_exception = original
+        for key, value in saved.items():
+            setattr(ctx, key, value)
 
 
 def read_and_validate(batch: pa.Table, lay: Layout, contract: ContractSettings) -> pa.Table:

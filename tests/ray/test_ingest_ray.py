@@ -13,6 +13,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import ray
 
 from mlinfra_ray import lake, sources
 from mlinfra_ray.compose import compose_settings
@@ -117,7 +118,11 @@ def test_big_file_is_split_and_line_numbers_stay_exact(ray_cluster, tmp_path, mo
     path = tmp_path / "raw" / "transactions_00.csv"
     monkeypatch.setattr(sources, "SPLIT_BYTES", 16 * 1024)
     assert len(sources.plan_splits(sources.list_raw_files(str(path)))) > 10
+    ctx = ray.data.DataContext.get_current()
+    before = (ctx.op_resource_reservation_enabled, ctx.raise_original_map_exception)
     r = ingest(str(path), str(tmp_path / "lake"), lenient())
+    # the read switches Ray Data's per-operator CPU reservation off for itself only
+    assert (ctx.op_resource_reservation_enabled, ctx.raise_original_map_exception) == before
     lines = path.read_text().split("\n")
     assert r.rows_in == len([x for x in lines[1:] if x])
     for q in pq.read_table(r.quarantine_path).to_pylist():
