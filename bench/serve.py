@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/serve.py                  # ~6 min on 2 cores
     .venv/bin/python bench/serve.py --seconds 3      # shorter load steps
+    .venv/bin/python bench/serve.py drift.sample_fraction=0.25   # Hydra overrides for both apps
 
 Both servers run `mlinfra_ray.serve.api.build_api` (validation from the contract, guard, metrics)
 over the same bundle (a synthetic bundle of the configured model: real shape and cost) and score
@@ -185,6 +186,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of each load step")
     parser.add_argument("--levels", default="1,2,4,8,16,32", help="concurrency sweep")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides for both Serve topologies, "
+                        "e.g. drift.sample_fraction=0.25")
     args = parser.parse_args()
     levels = [int(c) for c in args.levels.split(",")]
 
@@ -205,8 +208,9 @@ def main() -> None:
         proc.terminate()
         proc.wait(30)
     # The default topology first: the low-latency preset's environment stays in this process.
-    results |= measure_serve(bundle, DEFAULT, "default", bodies, args.seconds, levels)
-    results |= measure_serve(bundle, LOW_LATENCY, "low_latency", bodies, args.seconds, levels)
+    results |= measure_serve(bundle, [*DEFAULT, *args.overrides], "default", bodies, args.seconds, levels)
+    results |= measure_serve(bundle, [*LOW_LATENCY, *args.overrides], "low_latency", bodies, args.seconds,
+                             levels)
     report(results)
 
 

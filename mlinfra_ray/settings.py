@@ -296,6 +296,9 @@ class DriftSettings:
     correction: Literal["bonferroni", "fdr"] = "bonferroni"  # across per-feature tests
     reference_size: int = 2_000
     max_pending: int = 64  # fire-and-forget hand-offs in flight before new ones are dropped
+    # Each request's records reach the monitor with this probability (1.0: all). A uniform sample
+    # tests the same distribution; windows fill 1/fraction times slower and cost that much less.
+    sample_fraction: float = 1.0
     # Added to the monitor process's OS niceness: on a CPU-bound node serving wins every contention
     # and the checks use what is left (a monitor that falls behind drops rows, counted).
     niceness: int = 10

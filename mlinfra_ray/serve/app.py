@@ -44,11 +44,14 @@ def build_app(settings: dict[str, Any], bundle_path: str | None = None,
     sv = build(ServeSettings, settings["serve"])
     drift = build(DriftSettings, settings["drift"])
     check_kind(sv.online_store)  # fail here on an unknown kind, not later in a replica
+    if not 0 < drift.sample_fraction <= 1:
+        raise ValueError(f"drift.sample_fraction={drift.sample_fraction}: must be in (0, 1]")
     source = model_source(settings, bundle_path)
     actor = {"num_cpus": sv.cpus_per_replica}  # fractional: fits beside a finished training run
     predictor_config = {"max_batch_size": sv.max_batch_size, "batch_wait_timeout_s": sv.batch_wait_timeout_s,
                         "alias_poll_s": sv.alias_poll_s, "online_store": sv.online_store,
-                        "settings": _lookup_settings(settings), "with_drift": drift.enabled}
+                        "settings": _lookup_settings(settings), "with_drift": drift.enabled,
+                        "drift_sample": drift.sample_fraction}
     predictor = None if sv.colocate_predictor else Predictor.options(
         ray_actor_options=actor, **_replicas(sv),
         # a full batch must fit in the ongoing-request slots, or batches never fill

@@ -14,6 +14,7 @@ import asyncio
 import logging
 from typing import Any
 
+import numpy as np
 from ray import serve
 
 from mlinfra_ray.serve.loader import Loader, alias_version, load_served_bundle
@@ -37,6 +38,8 @@ class Predictor:
         self.lookup_config = (config["online_store"], config["settings"])
         self.lookup_kind, self.lookup = self._lookup_for(self.model)
         self.with_drift = bool(config["with_drift"])
+        # drift.sample_fraction: each request's rows go to the monitor with this probability
+        self.drift_sample, self.rng = float(config.get("drift_sample", 1.0)), np.random.default_rng()
         self.poll_s, self.pinned = float(config["alias_poll_s"]), None
         self.swaps = 0
         self._swap_lock = asyncio.Lock()
@@ -100,4 +103,7 @@ class Predictor:
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.01)  # real values set in __init__
     async def predict_records(self, requests: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
         """One table for the whole batch (one forward pass), split back per request."""
-        return score_requests(self.model, self.lookup, requests, self.with_drift)
+        picked: bool | list[bool] = self.with_drift
+        if self.with_drift and self.drift_sample < 1.0:
+            picked = (self.rng.random(len(requests)) < self.drift_sample).tolist()
+        return score_requests(self.model, self.lookup, requests, picked)

@@ -42,9 +42,13 @@ class ServedModel:
                 "lineage": parts["lineage"], "contract": parts["contract"]}
 
 
-def score_requests(model: ServedModel, lookup: OnlineLookup,
-                   requests: list[list[dict[str, Any]]], with_drift: bool = True) -> list[dict[str, Any]]:
-    """One forward pass for all requests; per request: scores, model ref, drift rows, lookup stats."""
+def score_requests(model: ServedModel, lookup: OnlineLookup, requests: list[list[dict[str, Any]]],
+                   with_drift: bool | list[bool] = True) -> list[dict[str, Any]]:
+    """One forward pass for all requests; per request: scores, model ref, drift rows, lookup stats.
+
+    `with_drift`: drift rows for every request, none, or per request (a sampled subset: only
+    those rows are transformed for the monitor; the others get `drift_rows: None`).
+    """
     from mlinfra_ray.features.transforms import drift_matrix
 
     table = records_to_table([r for records in requests for r in records], model.contract)
@@ -52,14 +56,25 @@ def score_requests(model: ServedModel, lookup: OnlineLookup,
     table = lookup.attach(table)  # online feature columns, if the feature state uses any
     online = {"lookups": stats_delta(before, lookup.stats()), "age_s": lookup.age_s()}
     scores = model.bundle.predict(table)
-    rows = drift_matrix(model.bundle.feature_state, table) if with_drift else None
     bounds = np.cumsum([0, *(len(records) for records in requests)])
+    spans = list(zip(bounds[:-1], bounds[1:], strict=True))
+    picked = [with_drift] * len(requests) if isinstance(with_drift, bool) else list(with_drift)
+    drift_rows: list[np.ndarray | None] = [None] * len(requests)
+    if all(picked):
+        rows = drift_matrix(model.bundle.feature_state, table)
+        drift_rows = [rows[a:b] for a, b in spans]
+    elif any(picked):
+        idx = np.concatenate([np.arange(a, b) for (a, b), p in zip(spans, picked, strict=True) if p])
+        rows = drift_matrix(model.bundle.feature_state, table.take(idx))
+        cuts = np.cumsum([0, *((b - a) for (a, b), p in zip(spans, picked, strict=True) if p)])
+        found = iter(zip(cuts[:-1], cuts[1:], strict=True))
+        drift_rows = [rows[slice(*next(found))] if p else None for p in picked]
     threshold, ref, created = model.bundle.threshold, model.ref, model.info.get("created_at")
     # The lookups covered the whole batch: their counts travel with the first request only.
     return [{"scores": scores[a:b], "threshold": threshold, "model": ref, "created_at": created,
-             "drift_rows": None if rows is None else rows[a:b],
+             "drift_rows": drift_rows[i],
              "online": online if a == 0 else {"lookups": {}, "age_s": online["age_s"]}}
-            for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+            for i, (a, b) in enumerate(spans)]
 
 
 class LocalService:

@@ -47,6 +47,13 @@ def test_unknown_online_store_fails_at_build_time():
         deployments("serve.online_store=nosql")
 
 
+def test_drift_sample_fraction_reaches_the_predictor_and_is_range_checked():
+    predictor = deployments("drift.sample_fraction=0.25")["Predictor"]
+    assert predictor.init_args[1]["drift_sample"] == 0.25
+    with pytest.raises(ValueError, match=r"drift.sample_fraction=1.5: must be in \(0, 1\]"):
+        deployments("drift.sample_fraction=1.5")
+
+
 def test_colocated_predictor_is_built_inside_the_ingress():
     d = deployments("serve.colocate_predictor=true")
     assert set(d) == {"Ingress", "DriftMonitor"}

@@ -107,3 +107,19 @@ def test_a_hot_swap_brings_the_lookup_the_new_model_needs(lookup):
     predictor.lookup_kind, predictor.lookup = kind, store_lookup
     assert predictor._lookup_for(on_views)[1] is store_lookup  # same kind: the open lookup is kept
     assert isinstance(predictor._lookup_for(plain)[1], NoOnlineLookup)
+
+
+def test_sampled_drift_rows_are_exactly_those_of_the_picked_requests(lookup, tmp_path):
+    settings, _ = lookup
+    bundle = load_bundle(synthetic_bundle(tmp_path / "b", settings, rows=800))
+    model = ServedModel.create(bundle, {"version": "1", "alias": "champion"})
+    two = {**RECORD, "amount": 999.0, "transaction_id": "tx00000002"}
+    batch = [requests(settings.contract, RECORD), requests(settings.contract, RECORD, two),
+             requests(settings.contract, two)]
+    every = score_requests(model, NoOnlineLookup(), batch, True)
+    some = score_requests(model, NoOnlineLookup(), batch, [False, True, True])
+    assert some[0]["drift_rows"] is None
+    for full, sampled in zip(every[1:], some[1:], strict=True):
+        assert np.array_equal(full["drift_rows"], sampled["drift_rows"])
+    assert all(np.array_equal(a["scores"], b["scores"]) for a, b in zip(every, some, strict=True))
+    assert all(o["drift_rows"] is None for o in score_requests(model, NoOnlineLookup(), batch, False))
