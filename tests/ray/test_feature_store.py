@@ -43,6 +43,19 @@ def write(store, table, views):
     return [store.write_view(ray.data.from_arrow(table), v, "event_time") for v in views]
 
 
+def stores_materialized_at_two_thirds(s, events):
+    """Offline store with every event, online store materialized when two thirds were written:
+    the offline store moves on, the online one stays at the cutoff. (store, views, cutoff row)."""
+    store, views = offline_store(s), s.features.views
+    cut = events.num_rows * 2 // 3
+    write(store, events.slice(0, cut), views)
+    online = open_store(s.online_store, s.paths.root)
+    materialize(store, online, views)
+    online.close()
+    write(store, events, views)
+    return store, views, cut
+
+
 def test_views_on_ray_data_equal_the_pure_per_entity_computation(ray_cluster, events, tmp_path):
     s = settings_for(tmp_path)
     store = offline_store(s)
@@ -130,13 +143,7 @@ def test_offline_ray_batches_and_online_requests_are_bit_identical(ray_cluster, 
     from mlinfra_ray.serve.schemas import records_to_table
 
     s = serving_settings
-    store, views = offline_store(s), s.features.views
-    cut = events.num_rows * 2 // 3
-    write(store, events.slice(0, cut), views)
-    online = open_store(s.online_store, s.paths.root)
-    materialize(store, online, views)
-    online.close()
-    write(store, events, views)  # the offline store moves on; the online one stays at the cutoff
+    store, views, cut = stores_materialized_at_two_thirds(s, events)
     requests = first_events_after(events, cut, [v.entity for v in views])
     assert requests.num_rows >= 5
 
@@ -189,13 +196,7 @@ def test_served_over_http_with_online_features_equals_the_offline_path(ray_clust
 
     s = settings_for(tmp_path, f"serve.port={free_port()}", "drift.enabled=false")
     assert s.serve.online_store == "auto"
-    store, views = offline_store(s), s.features.views
-    cut = events.num_rows * 2 // 3
-    write(store, events.slice(0, cut), views)
-    online = open_store(s.online_store, s.paths.root)
-    materialize(store, online, views)
-    online.close()
-    write(store, events, views)
+    store, views, cut = stores_materialized_at_two_thirds(s, events)
     training = build_training_set(events, s)
     bundle = synthetic_bundle(tmp_path / "bundle", s, train=training.slice(0, cut))
     requests = first_events_after(events, cut, [v.entity for v in views])
