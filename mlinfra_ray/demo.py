@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -15,6 +14,7 @@ import httpx
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from prometheus_client.parser import text_string_to_metric_families
 
 from mlinfra_ray.bundle import load_bundle
 from mlinfra_ray.datasets.fraud import generate_transactions
@@ -157,19 +157,21 @@ def _wait_for_rows(client: httpx.Client, rows: int, timeout_s: float = 120.0) ->
         time.sleep(0.5)
 
 
+def _samples(metrics_text: str, name: str) -> list[Any]:
+    """Samples called `name` in a Prometheus text exposition (prometheus_client's own parser)."""
+    return [s for family in text_string_to_metric_families(metrics_text) for s in family.samples
+            if s.name == name]
+
+
 def _lookup_counts(metrics_text: str) -> dict[str, dict[str, int]]:
     """mlinfra_online_lookups_total as {view: {outcome: count}}."""
     counts: dict[str, dict[str, int]] = {}
-    for m in re.finditer(r'^mlinfra_online_lookups_total\{([^}]*)\} (\S+)$', metrics_text, re.M):
-        labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
-        counts.setdefault(labels.get("view", "?"), {})[labels.get("outcome", "?")] = int(float(m.group(2)))
+    for sample in _samples(metrics_text, "mlinfra_online_lookups_total"):
+        counts.setdefault(sample.labels["view"], {})[sample.labels["outcome"]] = int(sample.value)
     return counts
 
 
 def _predict_count(metrics_text: str) -> int:
     """Sum of mlinfra_requests_total over every /predict status."""
-    total = 0.0
-    for line in metrics_text.splitlines():
-        if line.startswith("mlinfra_requests_total{") and re.search(r'endpoint="/?predict"', line):
-            total += float(line.rsplit(" ", 1)[1])
-    return int(total)
+    return int(sum(sample.value for sample in _samples(metrics_text, "mlinfra_requests_total")
+                   if sample.labels.get("endpoint", "").lstrip("/") == "predict"))

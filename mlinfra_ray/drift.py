@@ -130,11 +130,10 @@ class DriftSuite:
         tests: dict[str, Any] = {"features": {"is_drift": report["is_drift"],
                                               "p_val": min(report["p_vals"].values())}}
         skipped = []
-        now = time.monotonic()
-        if self.mmd is not None and now - self._mmd_at < self.mmd_interval_s:
+        if self.mmd is not None and time.monotonic() - self._mmd_at < self.mmd_interval_s:
             skipped.append("mmd")
         elif self.mmd is not None:
-            self._mmd_at = now
+            self._mmd_at = time.monotonic()
             out = self.mmd.predict(self.encode(self._sample(np.asarray(window), self.max_window)))["data"]
             tests["mmd"] = {"is_drift": bool(out["is_drift"]), "p_val": float(out["p_val"]),
                             "distance": float(out["distance"])}

@@ -36,10 +36,11 @@ class Predictor:
         self.source, self.loader = source, loader
         self.model = ServedModel.create(*loader(source))
         self.lookup_config = (config["online_store"], config["settings"])
+        self.lookup_kind: str | None = None
         self.lookup_kind, self.lookup = self._lookup_for(self.model)
         self.with_drift = bool(config["with_drift"])
         # drift.sample_fraction: each request's rows go to the monitor with this probability
-        self.drift_sample, self.rng = float(config.get("drift_sample", 1.0)), np.random.default_rng()
+        self.drift_sample, self.rng = float(config["drift_sample"]), np.random.default_rng()
         self.poll_s, self.pinned = float(config["alias_poll_s"]), None
         self.swaps = 0
         self._swap_lock = asyncio.Lock()
@@ -93,7 +94,7 @@ class Predictor:
         """The online lookup `model` needs; the current one is kept when the kind is unchanged."""
         configured, settings = self.lookup_config
         kind = resolve_kind(configured, model.bundle.feature_state)
-        if getattr(self, "lookup_kind", None) == kind:
+        if self.lookup_kind == kind:
             return kind, self.lookup
         return kind, make_online_lookup(kind, settings)
 

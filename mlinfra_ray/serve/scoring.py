@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from mlinfra_ray.serve.online import OnlineLookup, stats_delta
 from mlinfra_ray.serve.schemas import records_to_table
@@ -57,24 +58,19 @@ def score_requests(model: ServedModel, lookup: OnlineLookup, requests: list[list
     online = {"lookups": stats_delta(before, lookup.stats()), "age_s": lookup.age_s()}
     scores = model.bundle.predict(table)
     bounds = np.cumsum([0, *(len(records) for records in requests)])
-    spans = list(zip(bounds[:-1], bounds[1:], strict=True))
-    picked = [with_drift] * len(requests) if isinstance(with_drift, bool) else list(with_drift)
+    sizes = np.diff(bounds)
+    keep = np.full(len(requests), with_drift) if isinstance(with_drift, bool) else np.asarray(with_drift, bool)
     drift_rows: list[np.ndarray | None] = [None] * len(requests)
-    if all(picked):
-        rows = drift_matrix(model.bundle.feature_state, table)
-        drift_rows = [rows[a:b] for a, b in spans]
-    elif any(picked):
-        idx = np.concatenate([np.arange(a, b) for (a, b), p in zip(spans, picked, strict=True) if p])
-        rows = drift_matrix(model.bundle.feature_state, table.take(idx))
-        cuts = np.cumsum([0, *((b - a) for (a, b), p in zip(spans, picked, strict=True) if p)])
-        found = iter(zip(cuts[:-1], cuts[1:], strict=True))
-        drift_rows = [rows[slice(*next(found))] if p else None for p in picked]
+    if keep.any():  # one transform for the picked requests' rows, split back per request
+        picked = table if keep.all() else table.filter(pa.array(np.repeat(keep, sizes)))
+        parts = iter(np.split(drift_matrix(model.bundle.feature_state, picked), np.cumsum(sizes[keep])[:-1]))
+        drift_rows = [next(parts) if k else None for k in keep]
     threshold, ref, created = model.bundle.threshold, model.ref, model.info.get("created_at")
     # The lookups covered the whole batch: their counts travel with the first request only.
     return [{"scores": scores[a:b], "threshold": threshold, "model": ref, "created_at": created,
              "drift_rows": drift_rows[i],
              "online": online if a == 0 else {"lookups": {}, "age_s": online["age_s"]}}
-            for i, (a, b) in enumerate(spans)]
+            for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:], strict=True))]
 
 
 class LocalService:

@@ -97,7 +97,7 @@ def test_a_hot_swap_brings_the_lookup_the_new_model_needs(lookup):
 
     settings, _ = lookup
     predictor = Predictor.func_or_class.__new__(Predictor.func_or_class)
-    predictor.lookup_config = ("auto", to_dict(settings))
+    predictor.lookup_config, predictor.lookup_kind = ("auto", to_dict(settings)), None
     plain = SimpleNamespace(bundle=SimpleNamespace(feature_state={"numeric": []}))
     on_views = SimpleNamespace(bundle=SimpleNamespace(feature_state={"views": [{"name": "user_amount"}]}))
     predictor.lookup_kind, predictor.lookup = predictor._lookup_for(plain)
