@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -32,7 +33,7 @@ def read_validated(files: list[RawFile], contract: ContractSettings,
     elif use_ray:
         tables = _run(splits, contract)
     else:
-        tables = [read_and_validate(pa.Table.from_pylist([s]), layout(contract), contract) for s in splits]
+        tables = [validate_split(s, layout(contract), contract) for s in splits]
     tables = sorted((t for t in tables if t.num_rows), key=lambda t: (t.column(SPLIT)[0].as_py(),
                                                                        t.column(LINE)[0].as_py()))
     stats = _split_facts(tables, splits)
@@ -58,8 +59,8 @@ def _run(splits: list[dict], contract: ContractSettings) -> list[pa.Table]:
     # splits ran one at a time (measured: 3.3 s → 2.1 s for 200 MB with it off).
     ctx.op_resource_reservation_enabled = False
     ds = ray.data.from_items(splits, override_num_blocks=len(splits))
-    ds = ds.map_batches(read_and_validate, batch_size=1, batch_format="pyarrow",
-                        fn_kwargs={"lay": layout(contract), "contract": contract})
+    ds = ds.map_batches(read_and_validate, batch_size=splits_per_task(len(splits), _cluster_cpus()),
+                        batch_format="pyarrow", fn_kwargs={"lay": layout(contract), "contract": contract})
     try:
         return ray.get(ds.to_arrow_refs())
     except Exception as err:  # a task failed: surface an unreadable file as itself, not a Ray trace
@@ -72,16 +73,36 @@ def _run(splits: list[dict], contract: ContractSettings) -> list[pa.Table]:
             setattr(ctx, key, value)
 
 
-def read_and_validate(batch: pa.Table, lay: Layout, contract: ContractSettings) -> pa.Table:
-    """The per-split task: bytes → raw columns → typed columns + reasons (+ the dedup key's
-    fingerprint, so the driver deduplicates integers), all in Arrow."""
-    out = []
+def splits_per_task(n_splits: int, cpus: int) -> int:
+    """Splits one Ray task validates, one after another (each yielded as its own block).
+
+    One split per task paid ~60 ms of Ray Data scheduling between ~250 ms tasks (measured: a worker
+    idles while the executor collects finished outputs and launches the next task). About three
+    waves of tasks per CPU keep most of that away yet still balance splits of unequal cost."""
+    return max(1, -(-n_splits // (3 * max(cpus, 1))))
+
+
+def _cluster_cpus() -> int:
+    import ray
+
+    return int(ray.cluster_resources().get("CPU", 1))
+
+
+def read_and_validate(batch: pa.Table, lay: Layout, contract: ContractSettings) -> Iterator[pa.Table]:
+    """The Ray Data task over a group of splits: one validated table per split."""
     for spec in batch.to_pylist():
-        for chunk in read_split(spec, lay).to_batches():  # parsed rows, then rejected lines: no copy
-            table = apply_contract(pa.Table.from_batches([chunk]), contract)
-            if contract.dedup_key is not None:
-                table = table.append_column(KEY_FP, pa.array(fingerprint(table.column(contract.dedup_key))))
-            out.append(table)
+        yield validate_split(spec, lay, contract)
+
+
+def validate_split(spec: dict, lay: Layout, contract: ContractSettings) -> pa.Table:
+    """One split: bytes → raw columns → typed columns + reasons (+ the dedup key's fingerprint,
+    so the driver deduplicates integers), all in Arrow."""
+    out = []
+    for chunk in read_split(spec, lay).to_batches():  # parsed rows, then rejected lines: no copy
+        table = apply_contract(pa.Table.from_batches([chunk]), contract)
+        if contract.dedup_key is not None:
+            table = table.append_column(KEY_FP, pa.array(fingerprint(table.column(contract.dedup_key))))
+        out.append(table)
     return pa.concat_tables(out) if out else _empty(contract)
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from mlinfra_ray import sources
 from mlinfra_ray.contract import EXTRA, LINE, PARSE_ERROR, RAW_TEXT, SOURCE
+from mlinfra_ray.ingest_read import splits_per_task
 from mlinfra_ray.readers import Layout, RawInputError, read_raw_file
 from mlinfra_ray.sources import list_raw_files, plan_splits
 
@@ -161,3 +162,9 @@ def test_listing_files_folders_and_globs(tmp_path):
     assert names([f"{tmp_path}/top.csv", f"{tmp_path}/*.csv"]) == ["top.csv"]
     with pytest.raises(FileNotFoundError, match="nope"):
         list_raw_files(f"{tmp_path}/nope")
+
+
+@pytest.mark.parametrize(("splits", "cpus", "per_task"), [
+    (1, 2, 1), (0, 2, 1), (6, 2, 1), (7, 2, 2), (13, 2, 3), (130, 2, 22), (13, 16, 1), (5, 0, 2)])
+def test_splits_per_task_gives_about_three_waves_per_cpu(splits, cpus, per_task):
+    assert splits_per_task(splits, cpus) == per_task
