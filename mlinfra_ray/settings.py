@@ -274,7 +274,7 @@ class MMDSettings:
     n_permutations: int = 100
     # At most one MMD per interval (other windows get the cheap tests only): one MMD costs ~0.5 s of
     # a core, so at high traffic testing every window would take a core away from serving.
-    min_interval_s: float = 10.0
+    min_interval_s: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -301,7 +301,7 @@ class DriftSettings:
     sample_fraction: float = 1.0
     # Added to the monitor process's OS niceness: on a CPU-bound node serving wins every contention
     # and the checks use what is left (a monitor that falls behind drops rows, counted).
-    niceness: int = 10
+    niceness: int = 19
     score_test: bool = False # KS test of prediction scores against the bundle's reference scores
     mmd: MMDSettings = field(default_factory=MMDSettings)
     online: OnlineDriftSettings = field(default_factory=OnlineDriftSettings)

@@ -4,7 +4,8 @@
                      pydantic from the contract (422 names the field)
                        └─► Predictor.predict_records (serve/predictor.py): @serve.batch, one
                            forward pass per batch, online lookups, follows the registry alias
-                       └─► DriftMonitor.observe (serve/monitor.py): fire-and-forget, capped
+                             └─► DriftMonitor.observe (serve/monitor.py): the scored rows,
+                                 fire-and-forget, batched, capped; transforms and tests there
     GET /healthz /readyz /model /drift /metrics /openapi.json /docs
 
 Deployments receive plain dicts (built from typed settings here, checked once at build time) and a
@@ -25,7 +26,6 @@ from typing import Any
 from ray import serve
 
 from mlinfra_ray.cluster import log_level
-from mlinfra_ray.serve.handoff import DriftHandoff
 from mlinfra_ray.serve.ingress import Ingress
 from mlinfra_ray.serve.loader import Loader, load_served_bundle, model_source
 from mlinfra_ray.serve.monitor import DriftMonitor
@@ -34,7 +34,7 @@ from mlinfra_ray.serve.predictor import Predictor
 from mlinfra_ray.settings import DriftSettings, RaySettings, ServeSettings, Settings, build, to_dict
 
 log = logging.getLogger(__name__)
-__all__ = ["DriftHandoff", "app_builder", "build_app", "deploy", "direct_ingress_url", "serve_forever",
+__all__ = ["app_builder", "build_app", "deploy", "direct_ingress_url", "serve_forever",
            "shutdown_serve", "wait_ready"]
 
 
@@ -50,19 +50,20 @@ def build_app(settings: dict[str, Any], bundle_path: str | None = None,
     actor = {"num_cpus": sv.cpus_per_replica}  # fractional: fits beside a finished training run
     predictor_config = {"max_batch_size": sv.max_batch_size, "batch_wait_timeout_s": sv.batch_wait_timeout_s,
                         "alias_poll_s": sv.alias_poll_s, "online_store": sv.online_store,
-                        "settings": _lookup_settings(settings), "with_drift": drift.enabled,
+                        "settings": _lookup_settings(settings), "max_pending": drift.max_pending,
                         "drift_sample": drift.sample_fraction}
+    monitor = DriftMonitor.options(
+        # each scoring replica keeps up to max_pending hand-offs in flight
+        ray_actor_options=actor, max_ongoing_requests=drift.max_pending * _max_replicas(sv) + 8,
+    ).bind(source, to_dict(drift), loader) if drift.enabled else None
     predictor = None if sv.colocate_predictor else Predictor.options(
         ray_actor_options=actor, **_replicas(sv),
         # a full batch must fit in the ongoing-request slots, or batches never fill
         max_ongoing_requests=max(sv.max_ongoing_requests, sv.max_batch_size),
         max_queued_requests=sv.max_queued_requests,
         user_config={"alias_poll_s": sv.alias_poll_s, "version": None},
-    ).bind(source, predictor_config, loader)
-    monitor = DriftMonitor.options(
-        ray_actor_options=actor, max_ongoing_requests=drift.max_pending + 8,
-    ).bind(source, to_dict(drift), loader) if drift.enabled else None
-    config = {"max_pending": drift.max_pending, "max_records": sv.max_records_per_request,
+    ).bind(source, predictor_config, loader, monitor)
+    config = {"max_records": sv.max_records_per_request,
               "max_body_bytes": sv.max_body_bytes, "auth": to_dict(sv.auth),
               "colocated": (source, predictor_config, loader) if sv.colocate_predictor else None}
     return Ingress.options(
@@ -81,6 +82,12 @@ def _replicas(sv: ServeSettings) -> dict[str, Any]:
     if sv.autoscaling is None:
         return {"num_replicas": sv.predictor_replicas}
     return {"autoscaling_config": to_dict(sv.autoscaling)}
+
+
+def _max_replicas(sv: ServeSettings) -> int:
+    if sv.colocate_predictor:
+        return 1
+    return sv.predictor_replicas if sv.autoscaling is None else sv.autoscaling.max_replicas
 
 
 def app_builder(args: dict[str, Any]) -> serve.Application:

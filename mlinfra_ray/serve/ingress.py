@@ -26,7 +26,6 @@ from ray.serve.handle import DeploymentHandle
 
 from mlinfra_ray.serve.api import ApiConfig, Unavailable, build_api
 from mlinfra_ray.serve.guard import load_api_key
-from mlinfra_ray.serve.handoff import DriftHandoff
 from mlinfra_ray.serve.metrics import ServeMetrics
 from mlinfra_ray.settings import AuthSettings, ContractSettings, build
 
@@ -38,9 +37,11 @@ class HandleService:
     """`serve.api.Service` over the Predictor and DriftMonitor handles."""
 
     def __init__(self, predictor: DeploymentHandle, monitor: DeploymentHandle | None,
-                 metrics: ServeMetrics, max_pending: int) -> None:
+                 metrics: ServeMetrics) -> None:
         self.predictor, self.monitor, self.metrics = predictor, monitor, metrics
-        self.handoff = DriftHandoff(monitor, max_pending, metrics.drift_dropped.inc) if monitor else None
+        # The scoring replicas hand rows to the monitor; their responses report the hand-off.
+        self.dropped = 0
+        self.handoff: dict[str, int] = {"pending": 0, "buffered": 0}  # as the last response saw it
 
     async def predict(self, records: list[dict[str, Any]]) -> dict[str, Any]:
         # No per-call timeout task on the hot path: the proxy's request_timeout_s (serve.start in
@@ -51,8 +52,12 @@ class HandleService:
             raise Unavailable("predictor overloaded; retry later") from err
         except RayActorError as err:  # the replica died mid-request; Serve replaces it
             raise Unavailable("predictor replica lost; retry") from err
-        if self.handoff is not None and out["drift_rows"] is not None:
-            self.handoff.send(out["drift_rows"], out["scores"], out["model"]["version"])
+        handoff = out.get("drift")  # on the first response of each scored batch
+        if handoff is not None:
+            if handoff["new_drops"]:
+                self.dropped += handoff["new_drops"]
+                self.metrics.drift_dropped.inc(handoff["new_drops"])
+            self.handoff = {"pending": handoff["pending"], "buffered": handoff["buffered"]}
         return out
 
     async def model_info(self) -> dict[str, Any]:
@@ -64,11 +69,11 @@ class HandleService:
             await asyncio.wait_for(self.monitor.report.remote(), CALL_TIMEOUT_S)
 
     async def drift(self) -> dict[str, Any] | None:
-        if self.monitor is None or self.handoff is None:
+        if self.monitor is None:
             return None
         report = await asyncio.wait_for(self.monitor.report.remote(), CALL_TIMEOUT_S)
-        return {**report, "pending": len(self.handoff.pending), "dropped": self.handoff.dropped,
-                "handoff_buffered": self.handoff.buffered}
+        return {**report, "pending": self.handoff["pending"], "dropped": self.dropped,
+                "handoff_buffered": self.handoff["buffered"]}
 
     async def refresh_metrics(self) -> None:
         if self.monitor is None:
@@ -95,13 +100,14 @@ class LocalHandle:
         return SimpleNamespace(remote=call)
 
 
-async def colocated_predictor(source: dict[str, Any], config: dict[str, Any], loader: Any) -> LocalHandle:
+async def colocated_predictor(source: dict[str, Any], config: dict[str, Any], loader: Any,
+                              monitor: DeploymentHandle | None) -> LocalHandle:
     """The Predictor deployment's class, built in this replica (its __init__ is async)."""
     from mlinfra_ray.serve.predictor import Predictor
 
     cls = Predictor.func_or_class
     instance = cls.__new__(cls)
-    await instance.__init__(source, config, loader)
+    await instance.__init__(source, config, loader, monitor)
     return LocalHandle(instance)
 
 
@@ -111,9 +117,9 @@ class Ingress:
     async def __init__(self, predictor: DeploymentHandle | None, monitor: DeploymentHandle | None,
                        config: dict[str, Any]) -> None:
         if predictor is None:  # serve.colocate_predictor
-            predictor = await colocated_predictor(*config["colocated"])
+            predictor = await colocated_predictor(*config["colocated"], monitor)
         self.metrics = ServeMetrics()
-        self.service = HandleService(predictor, monitor, self.metrics, int(config["max_pending"]))
+        self.service = HandleService(predictor, monitor, self.metrics)
         # Validate against the contract the served model was trained with, not the caller's config.
         info = await predictor.model_info.remote()
         self.contract = build(ContractSettings, info["contract"])

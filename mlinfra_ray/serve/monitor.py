@@ -1,6 +1,8 @@
 """The DriftMonitor deployment: windows of served records tested off the request path.
 
 One replica by design: drift is a property of *all* traffic, so one window sees every record.
+It receives the scored rows as Arrow (contract columns plus any online features) and applies the
+bundle's drift transform itself, in a thread, so scoring replicas spend nothing on it.
 Each hand-off carries the version that scored the rows; rows of a new version (after a hot swap)
 are tested against that version's reference, and the partly filled window of the old version is
 discarded (counters stay cumulative, so /drift never goes backwards).
@@ -15,6 +17,7 @@ import time
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 from ray import serve
 
 from mlinfra_ray.serve.loader import Loader, load_served_bundle
@@ -46,14 +49,19 @@ class DriftMonitor:
         from mlinfra_ray.drift import suite_from_bundle
 
         self.suite = suite_from_bundle(bundle, self.settings)
+        self.feature_state = bundle.feature_state
         self.model = {"version": str(info["version"]), "alias": str(info["alias"])}
 
-    async def observe(self, rows: Any, scores: Any, version: str | None = None) -> None:
-        """Buffer a hand-off; check every window it fills. Called fire-and-forget by the ingress."""
+    async def observe(self, rows: pa.Table, scores: Any, version: str | None = None) -> None:
+        """Buffer a hand-off of scored rows; check every window it fills. Called fire-and-forget
+        by the scoring replicas."""
+        from mlinfra_ray.features.transforms import drift_matrix
+
         async with self._lock:  # checks run in a thread: report() stays responsive meanwhile
             if version is not None and version != self.model["version"]:
-                await self._switch(version)
-            data = np.column_stack([np.asarray(rows, np.float32), np.asarray(scores, np.float32)])
+                await self._switch(version)  # the transform below must be that version's
+            matrix = await asyncio.to_thread(drift_matrix, self.feature_state, rows)
+            data = np.column_stack([matrix, np.asarray(scores, np.float32)])
             for window in self.window.add(data):
                 report = await asyncio.to_thread(self.suite.check, window[:, :-1], window[:, -1])
                 self.window.record({**report, "model": self.model})

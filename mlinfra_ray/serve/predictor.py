@@ -17,19 +17,21 @@ from typing import Any
 import numpy as np
 from ray import serve
 
+from mlinfra_ray.serve.handoff import DriftHandoff
 from mlinfra_ray.serve.loader import Loader, alias_version, load_served_bundle
 from mlinfra_ray.serve.online import OnlineLookup, make_online_lookup, resolve_kind
-from mlinfra_ray.serve.scoring import ServedModel, score_requests
+from mlinfra_ray.serve.scoring import ServedModel, score_batch
 
 log = logging.getLogger(__name__)
 
 
 @serve.deployment
 class Predictor:
-    """Scores batches of requests; returns the rows and scores drift is watched on."""
+    """Scores batches of requests and hands the scored rows to the DriftMonitor (fire-and-forget,
+    from here: no drift data travels back through the ingress)."""
 
     async def __init__(self, source: dict[str, Any], config: dict[str, Any],
-                       loader: Loader = load_served_bundle) -> None:
+                       loader: Loader = load_served_bundle, monitor: Any = None) -> None:
         import torch
 
         torch.set_num_threads(1)  # replicas share the cores; intra-op threads would oversubscribe
@@ -38,9 +40,11 @@ class Predictor:
         self.lookup_config = (config["online_store"], config["settings"])
         self.lookup_kind: str | None = None
         self.lookup_kind, self.lookup = self._lookup_for(self.model)
-        self.with_drift = bool(config["with_drift"])
         # drift.sample_fraction: each request's rows go to the monitor with this probability
         self.drift_sample, self.rng = float(config["drift_sample"]), np.random.default_rng()
+        self.new_drops = 0  # rows the hand-off dropped since the last response reported them
+        self.handoff = None if monitor is None else DriftHandoff(monitor, int(config["max_pending"]),
+                                                                 self._count_drop)
         self.poll_s, self.pinned = float(config["alias_poll_s"]), None
         self.swaps = 0
         self._swap_lock = asyncio.Lock()
@@ -101,10 +105,19 @@ class Predictor:
     def model_info(self) -> dict[str, Any]:
         return {**self.model.describe(), "swaps": self.swaps}
 
+    def _count_drop(self, n: int) -> None:
+        self.new_drops += n
+
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.01)  # real values set in __init__
     async def predict_records(self, requests: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
-        """One table for the whole batch (one forward pass), split back per request."""
-        picked: bool | list[bool] = self.with_drift
-        if self.with_drift and self.drift_sample < 1.0:
-            picked = (self.rng.random(len(requests)) < self.drift_sample).tolist()
-        return score_requests(self.model, self.lookup, requests, picked)
+        """One table for the whole batch (one forward pass), split back per request. The first
+        response carries the hand-off's state and new drops (the ingress owns the metrics)."""
+        model = self.model  # one version for the whole batch, even if a swap lands meanwhile
+        batch = score_batch(model, self.lookup, requests)
+        if self.handoff is not None:
+            picked = self.rng.random(len(requests)) < self.drift_sample
+            if picked.any():
+                self.handoff.send(*batch.rows_of(picked), model.ref["version"])
+            batch.results[0]["drift"] = {**self.handoff.state(), "new_drops": self.new_drops}
+            self.new_drops = 0
+        return batch.results

@@ -1,8 +1,9 @@
 """Scoring requests with a bundle: the Ray-free core that the Serve predictor batches.
 
-`score_requests` turns a batch of requests (each a list of validated records) into one
+`score_batch` turns a batch of requests (each a list of validated records) into one
 contract-typed Arrow table, runs `Bundle.predict` (the offline evaluation path, so no train/serve
-skew) and the drift rows once, and splits everything back per request. The bare-FastAPI baseline
+skew) once, and splits the scores back per request; the table itself is what the drift monitor
+gets (it applies the feature transforms there, off the request path). The bare-FastAPI baseline
 of bench/serve.py calls the same function, so a comparison measures serving overhead only.
 """
 
@@ -43,34 +44,45 @@ class ServedModel:
                 "lineage": parts["lineage"], "contract": parts["contract"]}
 
 
-def score_requests(model: ServedModel, lookup: OnlineLookup, requests: list[list[dict[str, Any]]],
-                   with_drift: bool | list[bool] = True) -> list[dict[str, Any]]:
-    """One forward pass for all requests; per request: scores, model ref, drift rows, lookup stats.
+@dataclass(frozen=True)
+class ScoredBatch:
+    """A scored batch: the table that was scored (online features attached), its scores, and the
+    per-request responses (`results`)."""
 
-    `with_drift`: drift rows for every request, none, or per request (a sampled subset: only
-    those rows are transformed for the monitor; the others get `drift_rows: None`).
-    """
-    from mlinfra_ray.features.transforms import drift_matrix
+    table: pa.Table
+    scores: np.ndarray
+    sizes: np.ndarray  # records per request
+    results: list[dict[str, Any]]
 
+    def rows_of(self, picked: list[bool] | np.ndarray) -> tuple[pa.Table, np.ndarray]:
+        """The rows and scores of the picked requests (what the drift monitor receives: raw
+        contract columns, transformed there, so scoring pays nothing for drift)."""
+        keep = np.asarray(picked, bool)
+        if keep.all():
+            return self.table, self.scores
+        mask = np.repeat(keep, self.sizes)
+        return self.table.filter(pa.array(mask)), self.scores[mask]
+
+
+def score_batch(model: ServedModel, lookup: OnlineLookup, requests: list[list[dict[str, Any]]]) -> ScoredBatch:
+    """One forward pass for all requests; per request: scores, model ref, lookup stats."""
     table = records_to_table([r for records in requests for r in records], model.contract)
     before = lookup.stats()
     table = lookup.attach(table)  # online feature columns, if the feature state uses any
     online = {"lookups": stats_delta(before, lookup.stats()), "age_s": lookup.age_s()}
     scores = model.bundle.predict(table)
     bounds = np.cumsum([0, *(len(records) for records in requests)])
-    sizes = np.diff(bounds)
-    keep = np.full(len(requests), with_drift) if isinstance(with_drift, bool) else np.asarray(with_drift, bool)
-    drift_rows: list[np.ndarray | None] = [None] * len(requests)
-    if keep.any():  # one transform for the picked requests' rows, split back per request
-        picked = table if keep.all() else table.filter(pa.array(np.repeat(keep, sizes)))
-        parts = iter(np.split(drift_matrix(model.bundle.feature_state, picked), np.cumsum(sizes[keep])[:-1]))
-        drift_rows = [next(parts) if k else None for k in keep]
     threshold, ref, created = model.bundle.threshold, model.ref, model.info.get("created_at")
     # The lookups covered the whole batch: their counts travel with the first request only.
-    return [{"scores": scores[a:b], "threshold": threshold, "model": ref, "created_at": created,
-             "drift_rows": drift_rows[i],
-             "online": online if a == 0 else {"lookups": {}, "age_s": online["age_s"]}}
-            for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:], strict=True))]
+    results = [{"scores": scores[a:b], "threshold": threshold, "model": ref, "created_at": created,
+                "online": online if a == 0 else {"lookups": {}, "age_s": online["age_s"]}}
+               for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    return ScoredBatch(table, scores, np.diff(bounds), results)
+
+
+def score_requests(model: ServedModel, lookup: OnlineLookup,
+                   requests: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    return score_batch(model, lookup, requests).results
 
 
 class LocalService:
@@ -80,7 +92,7 @@ class LocalService:
         self.model, self.lookup = ServedModel.create(bundle, info), lookup
 
     async def predict(self, records: list[dict[str, Any]]) -> dict[str, Any]:
-        return score_requests(self.model, self.lookup, [records], with_drift=False)[0]
+        return score_requests(self.model, self.lookup, [records])[0]
 
     async def model_info(self) -> dict[str, Any]:
         return self.model.describe()

@@ -175,6 +175,10 @@ def samples(metrics: ServeMetrics, name: str) -> dict[tuple, float]:
             if s.name == name}
 
 
+def rows(n: int) -> pa.Table:
+    return pa.table({"amount": np.zeros(n), "channel": ["web"] * n})
+
+
 class _StuckMonitor:
     """A monitor whose observe() never finishes: hand-offs pile up as pending tasks."""
 
@@ -193,7 +197,7 @@ def test_drift_handoff_is_fire_and_forget_and_capped():
 
     async def run() -> None:
         for _ in range(5):  # returns at once each time although the monitor never answers
-            handoff.send(np.zeros((4, 6), dtype=np.float32), np.zeros(4), "1")
+            handoff.send(rows(4), np.zeros(4), "1")
         await asyncio.sleep(0)  # let the tasks start their (stuck) calls
         assert handoff.monitor.calls == 3 and len(handoff.pending) == 3
         assert handoff.dropped == 8 and counted == [4, 4]  # two hand-offs over the cap
@@ -218,7 +222,7 @@ class _Monitor:
         return None
 
     def remote(self, rows, scores, version):
-        self.got.append((rows.shape[0], len(scores), version))
+        self.got.append((rows.num_rows, len(scores), version))
         return self._done()
 
 
@@ -228,11 +232,11 @@ def test_drift_handoff_ships_buffered_rows_by_size_time_and_version():
 
     async def run() -> None:
         for _ in range(3):  # 4 + 4 + 4 rows: the third send crosses 10 rows and flushes
-            handoff.send(np.zeros((4, 6), np.float32), np.zeros(4), "1")
+            handoff.send(rows(4), np.zeros(4), "1")
         await asyncio.sleep(0)
         assert monitor.got == [(12, 12, "1")] and handoff.buffered == 0
-        handoff.send(np.zeros((2, 6), np.float32), np.zeros(2), "1")
-        handoff.send(np.zeros((3, 6), np.float32), np.zeros(3), "2")  # new version: "1" rows go alone
+        handoff.send(rows(2), np.zeros(2), "1")
+        handoff.send(rows(3), np.zeros(3), "2")  # new version: "1" rows go alone
         await asyncio.sleep(0)
         assert monitor.got[1:] == [(2, 2, "1")] and handoff.buffered == 3
         await asyncio.sleep(0.1)  # the timer ships the rest

@@ -31,6 +31,9 @@ def test_default_app_has_bounded_queues_fixed_replicas_and_a_monitor():
     assert predictor.max_ongoing_requests == 64  # a full batch (max_batch_size) always fits
     assert d["Predictor"].num_replicas == 3 and predictor.autoscaling_config is None
     assert predictor.user_config == {"alias_poll_s": 10.0, "version": None}
+    # the predictor hands scored rows to the monitor itself; 3 replicas x 64 hand-offs may be in flight
+    assert d["Predictor"].init_args[3]._bound_deployment is d["DriftMonitor"]
+    assert d["DriftMonitor"]._deployment_config.max_ongoing_requests == 3 * 64 + 8
 
 
 def test_autoscaling_preset_replaces_fixed_replicas():
@@ -39,7 +42,8 @@ def test_autoscaling_preset_replaces_fixed_replicas():
 
 
 def test_drift_disabled_means_no_monitor_deployment():
-    assert set(deployments("drift.enabled=false")) == {"Ingress", "Predictor"}
+    d = deployments("drift.enabled=false")
+    assert set(d) == {"Ingress", "Predictor"} and d["Predictor"].init_args[3] is None
 
 
 def test_unknown_online_store_fails_at_build_time():

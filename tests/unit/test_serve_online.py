@@ -16,7 +16,7 @@ from mlinfra_ray.features.online import encode_rows, open_store
 from mlinfra_ray.serve.metrics import ServeMetrics
 from mlinfra_ray.serve.online import FeatureStoreLookup, NoOnlineLookup, make_online_lookup
 from mlinfra_ray.serve.schemas import parse_predict, predict_request_model, records_to_table
-from mlinfra_ray.serve.scoring import ServedModel, score_requests
+from mlinfra_ray.serve.scoring import ServedModel, score_batch, score_requests
 from mlinfra_ray.settings import to_dict
 
 RECORD = {"transaction_id": "tx00000001", "user_id": "u000001", "merchant_id": "m00001",
@@ -114,12 +114,69 @@ def test_sampled_drift_rows_are_exactly_those_of_the_picked_requests(lookup, tmp
     bundle = load_bundle(synthetic_bundle(tmp_path / "b", settings, rows=800))
     model = ServedModel.create(bundle, {"version": "1", "alias": "champion"})
     two = {**RECORD, "amount": 999.0, "transaction_id": "tx00000002"}
-    batch = [requests(settings.contract, RECORD), requests(settings.contract, RECORD, two),
-             requests(settings.contract, two)]
-    every = score_requests(model, NoOnlineLookup(), batch, True)
-    some = score_requests(model, NoOnlineLookup(), batch, [False, True, True])
-    assert some[0]["drift_rows"] is None
-    for full, sampled in zip(every[1:], some[1:], strict=True):
-        assert np.array_equal(full["drift_rows"], sampled["drift_rows"])
-    assert all(np.array_equal(a["scores"], b["scores"]) for a, b in zip(every, some, strict=True))
-    assert all(o["drift_rows"] is None for o in score_requests(model, NoOnlineLookup(), batch, False))
+    batch = score_batch(model, NoOnlineLookup(), [requests(settings.contract, RECORD),
+                                                  requests(settings.contract, RECORD, two),
+                                                  requests(settings.contract, two)])
+    rows, scores = batch.rows_of([False, True, True])  # requests 2 and 3: rows 1..3 of the batch
+    assert rows.column("transaction_id").to_pylist() == batch.table.column("transaction_id").to_pylist()[1:]
+    assert np.array_equal(scores, batch.scores[1:])
+    assert np.array_equal(scores, np.concatenate([r["scores"] for r in batch.results[1:]]))
+    assert batch.rows_of([True] * 3)[0] is batch.table  # everything picked: no copy
+    assert batch.rows_of([False] * 3)[0].num_rows == 0
+
+
+class _Monitor:
+    """Records what the predictor's hand-off delivers; `stuck` never answers (drops pile up)."""
+
+    def __init__(self, stuck: bool = False) -> None:
+        self.got, self.stuck, self.observe = [], stuck, self
+
+    def remote(self, rows, scores, version):
+        import asyncio
+
+        self.got.append((rows, scores, version))
+        future = asyncio.get_running_loop().create_future()
+        if not self.stuck:
+            future.set_result(None)
+        return future
+
+
+@pytest.mark.parametrize("stuck", [False, True])
+def test_the_predictor_hands_scored_rows_to_the_monitor_and_reports_drops(lookup, tmp_path, stuck):
+    """The colocated predictor as the ingress builds it: rows + scores go to the monitor, batched;
+    with a stuck monitor past max_pending, drops come back in the next response."""
+    import asyncio
+
+    from mlinfra_ray.serve.ingress import colocated_predictor
+    from mlinfra_ray.serve.predictor import Predictor
+
+    settings, _ = lookup
+    path = synthetic_bundle(tmp_path / "b", settings, rows=800)
+    config = {"max_batch_size": 8, "batch_wait_timeout_s": 0.0, "alias_poll_s": 0.0, "online_store": "none",
+              "settings": {}, "max_pending": 0 if stuck else 4, "drift_sample": 1.0}
+    monitor = _Monitor(stuck)
+
+    def loader(source):
+        return load_bundle(source["bundle_path"]), {"version": "3", "alias": "local"}
+
+    async def run():
+        predictor = (await colocated_predictor({"bundle_path": str(path)}, config, loader, monitor))._instance
+        batch = Predictor.func_or_class.predict_records.__wrapped__  # one batch, without Serve's queue
+        ids = [f"tx{i:08d}" for i in range(5)]
+        outs = await batch(predictor, [requests(settings.contract, {**RECORD, "transaction_id": t})
+                                       for t in ids])
+        predictor.handoff.flush()
+        for _ in range(3):  # the delivery task runs, then its done-callback
+            await asyncio.sleep(0)
+        last = (await batch(predictor, [requests(settings.contract, RECORD)]))[0]
+        return ids, outs, last
+
+    ids, outs, last = asyncio.run(run())
+    assert outs[0]["drift"]["new_drops"] == 0 and all("drift" not in o for o in outs[1:])  # first only
+    if stuck:  # the flush found max_pending (0) deliveries in flight: 5 rows dropped, reported once
+        assert monitor.got == [] and last["drift"]["new_drops"] == 5 and last["drift"]["dropped"] == 5
+    else:
+        (rows, scores, version), = monitor.got
+        assert rows.column("transaction_id").to_pylist() == ids and version == "3"
+        assert np.allclose(scores, np.concatenate([o["scores"] for o in outs]))
+        assert last["drift"] == {"pending": 0, "buffered": 1, "dropped": 0, "new_drops": 0}
