@@ -16,7 +16,7 @@ One client for all: keep-alive `http.client` connections, one per thread, one re
 Measured in one run: p50/p99 at concurrency 1; the highest requests/s over a concurrency sweep
 whose p99 stays <= 200 ms (Serve: one scoring replica; baseline: one worker); and throughput with
 drift checks on vs off (drift.enabled=false: no monitor, no hand-off), as the ratio of medians of
-three alternated runs each at drift-off's best concurrency. The
+five alternated runs each at drift-off's best concurrency. The
 headline ratios are for `serve=low_latency` (the preset to run when latency matters); the default
 topology's ratios are printed beside them.
 Goals: p50 ratio <= 1.5 and added p50 <= 2 ms; rps ratio >= 0.5; drift on/off >= 0.95.
@@ -147,7 +147,7 @@ def max_rps(url: str, bodies: list[bytes], seconds: float, levels: list[int]) ->
 
 
 def on_off(urls: dict[str, str], bodies: list[bytes], seconds: float, concurrency: int,
-           rounds: int = 3) -> tuple[float, int, list[float], list[float]]:
+           rounds: int = 5) -> tuple[float, int, list[float], list[float]]:
     """Throughput with drift checks on / off at one load (drift-off's best concurrency), runs
     alternated (off on off on …) so the machine's drift hits both alike; ratio of the medians.
     (The two sweeps' maxima are single runs at possibly different concurrencies: too noisy for a
