@@ -69,6 +69,13 @@ def connect(settings: RaySettings) -> dict[str, float]:
     return dict(ray.cluster_resources())
 
 
+def cluster_cpus() -> int:
+    """CPUs of the connected cluster (at least 1): what per-CPU task sizing divides by."""
+    import ray
+
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
 def plan_training(scaling: ScalingSettings, ray_settings: RaySettings,
                   cluster: dict[str, float]) -> TrainPlan:
     """CPUs (and GPUs) per worker such that Ray Data keeps `data_reserved_cpus` free."""

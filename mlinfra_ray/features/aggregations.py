@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mlinfra_ray.cluster import cluster_cpus
 from mlinfra_ray.settings import FeatureView
 
 FEATURE_TIME = "feature_time"  # offline tables: when the row's values became true
@@ -143,9 +144,7 @@ def compute_view(ds: Any, view: FeatureView, event_time: str, partitions: int | 
     number of Parquet files per write: Ray's default (200) leaves hundreds of tiny files that
     make every later read slow.
     """
-    import ray
-
-    partitions = partitions or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    partitions = partitions or cluster_cpus()
     cols = list(dict.fromkeys([view.entity, event_time, view.column]))
     # Grouped by a stable hash bucket of the entity, not by the entity: one UDF call per bucket
     # (all rows of its entities, vectorized) instead of one per entity (20k calls for 20k users).

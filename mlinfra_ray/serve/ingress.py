@@ -41,7 +41,7 @@ class HandleService:
         self.predictor, self.monitor, self.metrics = predictor, monitor, metrics
         # The scoring replicas hand rows to the monitor; their responses report the hand-off.
         self.dropped = 0
-        self.handoff: dict[str, int] = {"pending": 0, "buffered": 0}  # as the last response saw it
+        self.handoff: dict[str, int] = {"pending": 0, "buffered": 0}  # as the last response said
 
     async def predict(self, records: list[dict[str, Any]]) -> dict[str, Any]:
         # No per-call timeout task on the hot path: the proxy's request_timeout_s (serve.start in
@@ -57,7 +57,7 @@ class HandleService:
             if handoff["new_drops"]:
                 self.dropped += handoff["new_drops"]
                 self.metrics.drift_dropped.inc(handoff["new_drops"])
-            self.handoff = {"pending": handoff["pending"], "buffered": handoff["buffered"]}
+            self.handoff = handoff
         return out
 
     async def model_info(self) -> dict[str, Any]:
