@@ -46,12 +46,14 @@ def build_app(settings: dict[str, Any], bundle_path: str | None = None,
     check_kind(sv.online_store)  # fail here on an unknown kind, not later in a replica
     if not 0 < drift.sample_fraction <= 1:
         raise ValueError(f"drift.sample_fraction={drift.sample_fraction}: must be in (0, 1]")
+    if drift.max_rows_per_s is not None and drift.max_rows_per_s <= 0:
+        raise ValueError(f"drift.max_rows_per_s={drift.max_rows_per_s}: must be > 0, or null for no cap")
     source = model_source(settings, bundle_path)
     actor = {"num_cpus": sv.cpus_per_replica}  # fractional: fits beside a finished training run
     predictor_config = {"max_batch_size": sv.max_batch_size, "batch_wait_timeout_s": sv.batch_wait_timeout_s,
                         "alias_poll_s": sv.alias_poll_s, "online_store": sv.online_store,
                         "settings": _lookup_settings(settings), "max_pending": drift.max_pending,
-                        "drift_sample": drift.sample_fraction}
+                        "drift_sample": drift.sample_fraction, "drift_max_rows_per_s": drift.max_rows_per_s}
     monitor = DriftMonitor.options(
         # each scoring replica keeps up to max_pending hand-offs in flight
         ray_actor_options=actor, max_ongoing_requests=drift.max_pending * _max_replicas(sv) + 8,

@@ -26,6 +26,26 @@ from mlinfra_ray.settings import DriftSettings, build
 log = logging.getLogger(__name__)
 
 
+def lower_priority(niceness: int) -> None:
+    """Add `niceness` to every thread of this process.
+
+    On Linux the nice value belongs to a thread: `os.nice` changes only the caller's, and threads
+    inherit it only from the thread that creates them. A Serve replica receives, deserializes and
+    runs requests on threads that exist before `__init__` (measured: the main and gRPC threads
+    stayed at 0 while only the init thread and its executor ran at +19)."""
+    try:
+        threads = [int(t) for t in os.listdir("/proc/self/task")]
+    except OSError:  # no /proc (not Linux): the per-process call is all there is
+        os.nice(niceness)
+        return
+    for tid in threads:
+        try:
+            now = os.getpriority(os.PRIO_PROCESS, tid)
+            os.setpriority(os.PRIO_PROCESS, tid, min(19, now + niceness))
+        except OSError:  # the thread ended meanwhile
+            continue
+
+
 @serve.deployment(num_replicas=1)
 class DriftMonitor:
     def __init__(self, source: dict[str, Any], settings: dict[str, Any],
@@ -37,8 +57,8 @@ class DriftMonitor:
         torch.set_num_threads(1)  # MMD permutations: one core, leave the rest to serving
         self.source, self.loader = source, loader
         self.settings = build(DriftSettings, settings)
-        if self.settings.niceness > 0:  # this actor owns its process: only the checks yield
-            os.nice(self.settings.niceness)
+        if self.settings.niceness > 0:  # this actor owns its process: all of it yields
+            lower_priority(self.settings.niceness)
         self.window = DriftWindow(self.settings.window_size)
         self._install(*loader(source))
         self.last_check: float | None = None

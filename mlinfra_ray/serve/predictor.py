@@ -14,7 +14,6 @@ import asyncio
 import logging
 from typing import Any
 
-import numpy as np
 from ray import serve
 
 from mlinfra_ray.serve.handoff import DriftHandoff
@@ -40,11 +39,10 @@ class Predictor:
         self.lookup_config = (config["online_store"], config["settings"])
         self.lookup_kind: str | None = None
         self.lookup_kind, self.lookup = self._lookup_for(self.model)
-        # drift.sample_fraction: each request's rows go to the monitor with this probability
-        self.drift_sample, self.rng = float(config["drift_sample"]), np.random.default_rng()
         self.new_drops = 0  # rows the hand-off dropped since the last response reported them
-        self.handoff = None if monitor is None else DriftHandoff(monitor, int(config["max_pending"]),
-                                                                 self._count_drop)
+        self.handoff = None if monitor is None else DriftHandoff(
+            monitor, int(config["max_pending"]), self._count_drop, fraction=float(config["drift_sample"]),
+            max_rows_per_s=config.get("drift_max_rows_per_s"))  # which records the monitor sees
         self.poll_s, self.pinned = float(config["alias_poll_s"]), None
         self.swaps = 0
         self._swap_lock = asyncio.Lock()
@@ -115,9 +113,7 @@ class Predictor:
         model = self.model  # one version for the whole batch, even if a swap lands meanwhile
         batch = score_batch(model, self.lookup, requests)
         if self.handoff is not None:
-            picked = self.rng.random(len(requests)) < self.drift_sample
-            if picked.any():
-                self.handoff.send(*batch.rows_of(picked), model.ref["version"])
+            self.handoff.send(batch.table, batch.scores, model.ref["version"])
             batch.results[0]["drift"] = {**self.handoff.state(), "new_drops": self.new_drops}
             self.new_drops = 0
         return batch.results

@@ -54,15 +54,6 @@ class ScoredBatch:
     sizes: np.ndarray  # records per request
     results: list[dict[str, Any]]
 
-    def rows_of(self, picked: list[bool] | np.ndarray) -> tuple[pa.Table, np.ndarray]:
-        """The rows and scores of the picked requests (what the drift monitor receives: raw
-        contract columns, transformed there, so scoring pays nothing for drift)."""
-        keep = np.asarray(picked, bool)
-        if keep.all():
-            return self.table, self.scores
-        mask = np.repeat(keep, self.sizes)
-        return self.table.filter(pa.array(mask)), self.scores[mask]
-
 
 def score_batch(model: ServedModel, lookup: OnlineLookup, requests: list[list[dict[str, Any]]]) -> ScoredBatch:
     """One forward pass for all requests; per request: scores, model ref, lookup stats."""

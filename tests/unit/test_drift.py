@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import numpy as np
 import pytest
@@ -207,3 +208,31 @@ def test_drift_window_buffer_can_be_discarded():
     window.add(np.ones((3, 2)))
     assert window.clear_buffer() == 3 and window.state()["buffered"] == 0 and window.rows_seen == 3
     assert window.add(np.ones((4, 2)))[0].shape == (4, 2)
+
+
+def test_monitor_priority_is_lowered_on_every_thread_not_just_the_caller():
+    """Linux nice values are per thread; the monitor must yield on the threads Serve already runs
+    (checked in a child process: the test runner keeps its own priority)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import os, threading, time
+        from mlinfra_ray.serve.monitor import lower_priority
+        stop = threading.Event()
+        early = threading.Thread(target=stop.wait)  # exists before, like Serve's threads
+        early.start()
+        lower_priority(7)
+        later = threading.Thread(target=stop.wait)
+        later.start()
+        nice = {t: int(open(f"/proc/self/task/{t}/stat").read().rsplit(")", 1)[1].split()[16])
+                for t in os.listdir("/proc/self/task")}
+        stop.set()
+        print(sorted(set(nice.values())), len(nice))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    values, threads = out.stdout.split("]")[0] + "]", int(out.stdout.split()[-1])
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    assert values == f"[{min(19, base + 7)}]" and threads >= 3

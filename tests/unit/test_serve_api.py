@@ -245,6 +245,59 @@ def test_drift_handoff_ships_buffered_rows_by_size_time_and_version():
     asyncio.run(asyncio.wait_for(run(), 5))
 
 
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def delivered_per_s(handoff: DriftHandoff, clock: _Clock, rows_per_s: int, seconds: int) -> float:
+    """Send `rows_per_s` records/s in batches of 8 (flushing on size or on the 0.5-s timer, as the
+    loop would); records per second that reached the monitor."""
+    monitor, before = handoff.monitor, sum(n for n, _, _ in handoff.monitor.got)
+    steps = rows_per_s // 8
+    for _ in range(seconds * steps):
+        clock.now += 1.0 / steps
+        handoff.send(rows(8), np.zeros(8), "1")
+        if handoff.buffered and clock.now - handoff._since >= handoff.flush_s:
+            handoff.flush()
+    handoff.flush()  # the rest, as the timer would shortly after
+    await asyncio.sleep(0)  # the deliveries' tasks call the monitor
+    return (sum(n for n, _, _ in monitor.got) - before) / seconds
+
+
+@pytest.mark.parametrize("rate, fraction, cap, expected_per_s", [
+    (400, 1.0, 1000, 400),  # under the cap: every record
+    (8000, 1.0, 1000, 1000),  # 8x the cap: an eighth of them
+    (8000, 0.5, 1000, 500),  # the fraction applies on top of the cap
+    (8000, 1.0, None, 8000),  # no cap
+    (400, 0.25, None, 100),
+])
+def test_drift_handoff_samples_and_caps_the_records_the_monitor_checks(rate, fraction, cap, expected_per_s):
+    clock = _Clock()
+    handoff = DriftHandoff(_Monitor(), max_pending=10**6, on_drop=lambda n: None, fraction=fraction,
+                           max_rows_per_s=cap, rng=np.random.default_rng(7), clock=clock)
+
+    got = asyncio.run(delivered_per_s(handoff, clock, rate, 10))
+    assert got == pytest.approx(expected_per_s, rel=0.1)
+    assert handoff.state()["sampled_out"] == pytest.approx(10 * (rate - expected_per_s), rel=0.1, abs=8)
+
+
+def test_drift_handoff_cap_follows_the_load_down():
+    clock = _Clock()
+    handoff = DriftHandoff(_Monitor(), max_pending=10**6, on_drop=lambda n: None, max_rows_per_s=1000,
+                           rng=np.random.default_rng(7), clock=clock)
+
+    async def run() -> None:
+        assert await delivered_per_s(handoff, clock, 8000, 4) == pytest.approx(1000, rel=0.1)
+        clock.now += 30  # idle, then light traffic: every record again
+        assert await delivered_per_s(handoff, clock, 400, 4) == pytest.approx(400, abs=8)
+
+    asyncio.run(run())
+
+
 def test_records_table_keeps_contract_types(bundle):
     table = records_to_table([{**GOOD, "event_time": None}], bundle.contract)
     assert table.schema.field("amount").type == pa.float64() and "is_fraud" not in table.column_names

@@ -16,7 +16,7 @@ from mlinfra_ray.features.online import encode_rows, open_store
 from mlinfra_ray.serve.metrics import ServeMetrics
 from mlinfra_ray.serve.online import FeatureStoreLookup, NoOnlineLookup, make_online_lookup
 from mlinfra_ray.serve.schemas import parse_predict, predict_request_model, records_to_table
-from mlinfra_ray.serve.scoring import ServedModel, score_batch, score_requests
+from mlinfra_ray.serve.scoring import ServedModel, score_requests
 from mlinfra_ray.settings import to_dict
 
 RECORD = {"transaction_id": "tx00000001", "user_id": "u000001", "merchant_id": "m00001",
@@ -109,22 +109,6 @@ def test_a_hot_swap_brings_the_lookup_the_new_model_needs(lookup):
     assert isinstance(predictor._lookup_for(plain)[1], NoOnlineLookup)
 
 
-def test_sampled_drift_rows_are_exactly_those_of_the_picked_requests(lookup, tmp_path):
-    settings, _ = lookup
-    bundle = load_bundle(synthetic_bundle(tmp_path / "b", settings, rows=800))
-    model = ServedModel.create(bundle, {"version": "1", "alias": "champion"})
-    two = {**RECORD, "amount": 999.0, "transaction_id": "tx00000002"}
-    batch = score_batch(model, NoOnlineLookup(), [requests(settings.contract, RECORD),
-                                                  requests(settings.contract, RECORD, two),
-                                                  requests(settings.contract, two)])
-    rows, scores = batch.rows_of([False, True, True])  # requests 2 and 3: rows 1..3 of the batch
-    assert rows.column("transaction_id").to_pylist() == batch.table.column("transaction_id").to_pylist()[1:]
-    assert np.array_equal(scores, batch.scores[1:])
-    assert np.array_equal(scores, np.concatenate([r["scores"] for r in batch.results[1:]]))
-    assert batch.rows_of([True] * 3)[0] is batch.table  # everything picked: no copy
-    assert batch.rows_of([False] * 3)[0].num_rows == 0
-
-
 class _Monitor:
     """Records what the predictor's hand-off delivers; `stuck` never answers (drops pile up)."""
 
@@ -179,4 +163,4 @@ def test_the_predictor_hands_scored_rows_to_the_monitor_and_reports_drops(lookup
         (rows, scores, version), = monitor.got
         assert rows.column("transaction_id").to_pylist() == ids and version == "3"
         assert np.allclose(scores, np.concatenate([o["scores"] for o in outs]))
-        assert last["drift"] == {"pending": 0, "buffered": 1, "dropped": 0, "new_drops": 0}
+        assert last["drift"] == {"pending": 0, "buffered": 1, "dropped": 0, "sampled_out": 0, "new_drops": 0}
