@@ -111,7 +111,7 @@ def _drifted_phase(client: httpx.Client, settings: Settings, before: dict[str, A
         shifted = _as_live(shifted.sort_by(event_time), event_time, live_from)
     batches = _batches(shifted, demo.drift_requests, demo.records_per_request)
     _send(client, batches)
-    state = _wait_for_rows(client, before["rows_seen"] + sum(b.num_rows for b in batches))
+    state = _wait_for_rows(client, _offered(before) + sum(b.num_rows for b in batches))
     return {"requests_sent": summary["requests_sent"] + len(batches),
             "shifted_windows": state["windows_checked"] - before["windows_checked"],
             "shifted_drift": state["windows_drifted"] > before["windows_drifted"],
@@ -145,13 +145,19 @@ def _send(client: httpx.Client, batches: list[pa.Table]) -> np.ndarray:
         return np.array([s for scores in pool.map(post, batches) for s in scores])
 
 
+def _offered(state: dict[str, Any]) -> int:
+    """Records handed to the monitor: received, or left out by its sampling (drift.max_rows_per_s)."""
+    return state["rows_seen"] + state.get("rows_sampled_out", 0)
+
+
 def _wait_for_rows(client: httpx.Client, rows: int, timeout_s: float = 120.0) -> dict[str, Any]:
-    """Drift checks run off the request path: wait until the monitor has seen every row."""
+    """Drift checks run off the request path: wait until the monitor has accounted for every row."""
     deadline = time.monotonic() + timeout_s
     while True:
         state = client.get("/drift").json()
         # every full window handed over has also been checked (checks finish after rows arrive)
-        done = state["rows_seen"] >= rows and state["windows_checked"] >= rows // state["window_size"]
+        full = state["rows_seen"] // state["window_size"]
+        done = _offered(state) >= rows and state["windows_checked"] >= full
         if done or time.monotonic() > deadline:
             return state
         time.sleep(0.5)

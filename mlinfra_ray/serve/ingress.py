@@ -41,8 +41,7 @@ class HandleService:
         self.predictor, self.monitor, self.metrics = predictor, monitor, metrics
         # The scoring replicas hand rows to the monitor; their responses report the hand-off.
         self.dropped = 0
-        # as the last response said (per scoring replica: with several, the latest one's)
-        self.handoff: dict[str, int] = {"pending": 0, "buffered": 0, "sampled_out": 0}
+        self.handoff: dict[str, int] = {"pending": 0, "buffered": 0}  # as the last response said
 
     async def predict(self, records: list[dict[str, Any]]) -> dict[str, Any]:
         # No per-call timeout task on the hot path: the proxy's request_timeout_s (serve.start in
@@ -74,8 +73,7 @@ class HandleService:
             return None
         report = await asyncio.wait_for(self.monitor.report.remote(), CALL_TIMEOUT_S)
         return {**report, "pending": self.handoff["pending"], "dropped": self.dropped,
-                "handoff_buffered": self.handoff["buffered"],
-                "handoff_sampled_out": self.handoff["sampled_out"]}
+                "handoff_buffered": self.handoff["buffered"]}
 
     async def refresh_metrics(self) -> None:
         if self.monitor is None:

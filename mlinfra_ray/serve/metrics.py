@@ -54,6 +54,8 @@ class DriftCollector:
         yield _gauge("mlinfra_drift_last_check_timestamp_seconds", "When the latest window was checked",
                      float(s.get("last_check") or 0.0))
         for name, key, doc in (("mlinfra_drift_rows", "rows_seen", "Records received by the monitor"),
+                               ("mlinfra_drift_rows_sampled_out", "rows_sampled_out",
+                                "Records not checked by design (drift.sample_fraction, drift.max_rows_per_s)"),
                                ("mlinfra_drift_windows", "windows_checked", "Drift windows checked"),
                                ("mlinfra_drift_windows_drifted", "windows_drifted", "Drift windows flagged")):
             counter = CounterMetricFamily(name, doc)

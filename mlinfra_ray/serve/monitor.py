@@ -62,6 +62,7 @@ class DriftMonitor:
         self.window = DriftWindow(self.settings.window_size)
         self._install(*loader(source))
         self.last_check: float | None = None
+        self.sampled_out = 0  # records the scoring replicas' sampling left out (drift.max_rows_per_s)
         self.online: dict[str, Any] | None = None
         self._lock = asyncio.Lock()  # one check at a time, so `latest` is the newest window
 
@@ -72,11 +73,15 @@ class DriftMonitor:
         self.feature_state = bundle.feature_state
         self.model = {"version": str(info["version"]), "alias": str(info["alias"])}
 
-    async def observe(self, rows: pa.Table, scores: Any, version: str | None = None) -> None:
+    async def observe(self, rows: pa.Table, scores: Any, version: str | None = None,
+                      sampled_out: int = 0) -> None:
         """Buffer a hand-off of scored rows; check every window it fills. Called fire-and-forget
-        by the scoring replicas."""
+        by the scoring replicas, with the number of records their sampling left out."""
         from mlinfra_ray.features.transforms import drift_matrix
 
+        self.sampled_out += sampled_out
+        if rows.num_rows == 0:
+            return
         async with self._lock:  # checks run in a thread: report() stays responsive meanwhile
             if version is not None and version != self.model["version"]:
                 await self._switch(version)  # the transform below must be that version's
@@ -96,5 +101,6 @@ class DriftMonitor:
         log.info("drift reference switched to version %s (%d buffered rows discarded)", version, dropped)
 
     async def report(self) -> dict[str, Any]:
-        return {**self.window.state(), "columns": self.suite.names, "model": self.model,
+        return {**self.window.state(), "rows_sampled_out": self.sampled_out, "columns": self.suite.names,
+                "model": self.model,
                 "last_check": self.last_check, "online": self.online}

@@ -115,7 +115,7 @@ class _Monitor:
     def __init__(self, stuck: bool = False) -> None:
         self.got, self.stuck, self.observe = [], stuck, self
 
-    def remote(self, rows, scores, version):
+    def remote(self, rows, scores, version, sampled_out=0):
         import asyncio
 
         self.got.append((rows, scores, version))
@@ -163,4 +163,4 @@ def test_the_predictor_hands_scored_rows_to_the_monitor_and_reports_drops(lookup
         (rows, scores, version), = monitor.got
         assert rows.column("transaction_id").to_pylist() == ids and version == "3"
         assert np.allclose(scores, np.concatenate([o["scores"] for o in outs]))
-        assert last["drift"] == {"pending": 0, "buffered": 1, "dropped": 0, "sampled_out": 0, "new_drops": 0}
+        assert last["drift"] == {"pending": 0, "buffered": 1, "dropped": 0, "new_drops": 0}
