@@ -35,6 +35,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -196,6 +197,7 @@ def measure_serve(bundle: str, preset: list[str], label: str, bodies: list[bytes
                                    max_rps(urls[name], bodies, seconds, levels))
                for name in ("drift_off", "drift_on")}
         out[f"{label}_onoff"] = on_off(urls, bodies, min(seconds, 4.0), out[f"{label}_drift_off"][1][1])
+        out[f"{label}_monitor"] = monitor_state(urls["drift_on"])
         return out
     finally:
         shutdown_serve()
@@ -237,6 +239,14 @@ def main() -> None:
     report(results)
 
 
+def monitor_state(url: str) -> dict:
+    """What the drift monitor had done right after the runs (were the checks really on?)."""
+    with urllib.request.urlopen(f"{url}/drift", timeout=30) as resp:
+        state = json.loads(resp.read())
+    return {k: state.get(k) for k in ("rows_seen", "rows_sampled_out", "dropped", "windows_checked",
+                                      "windows_drifted")}
+
+
 def _wait(url: str, proc: subprocess.Popen, timeout_s: float = 60) -> None:
     from mlinfra_ray.serve.app import wait_ready
 
@@ -249,7 +259,7 @@ def report(results: dict) -> None:
     print(f"\n{'server':<24}{'p50 ms':>9}{'p99 ms':>9}{'max rps':>10}{'at conc':>9}"
           "   sweep (concurrency: rps / p99 ms)")
     for name, ((p50, p99), (rps, conc, rows)) in ((k, v) for k, v in results.items()
-                                                   if not k.endswith("_onoff")):
+                                                   if not k.endswith(("_onoff", "_monitor"))):
         sweep = ", ".join(f"{c}: {r:.0f}/{q99 * 1000:.0f}" for c, r, _, q99 in rows)
         print(f"{name:<24}{p50 * 1000:>9.2f}{p99 * 1000:>9.2f}{rps:>10.0f}{conc:>9}   {sweep}")
     (b50, _), (b_rps, _, _) = results["fastapi"]
@@ -259,6 +269,8 @@ def report(results: dict) -> None:
         onoff, conc, on_runs, off_runs = results[f"{topo}_onoff"]
         on_s, off_s = ("/".join(f"{r:.0f}" for r in runs) for runs in (on_runs, off_runs))
         print(f"{topo}: drift on/off at concurrency {conc}, paired runs: on {on_s} vs off {off_s} rps")
+        print(f"{topo}: drift monitor after all runs: " + ", ".join(f"{k} {v}" for k, v in
+                                                                   results[f"{topo}_monitor"].items()))
         ratios[topo] = (s50 / b50, (s50 - b50) * 1000, on_rps / b_rps, onoff)
     print("\n(drift checks on; goals: p50 ratio <= 1.5 and added p50 <= 2 ms, rps ratio >= 0.5, "
           "drift on/off >= 0.95)")
