@@ -296,11 +296,11 @@ class DriftSettings:
     correction: Literal["bonferroni", "fdr"] = "bonferroni"  # across per-feature tests
     reference_size: int = 2_000
     max_pending: int = 64  # fire-and-forget hand-offs in flight before new ones are dropped
-    # Each request's records reach the monitor with this probability (1.0: all). A uniform sample
-    # tests the same distribution; windows fill 1/fraction times slower and cost that much less.
+    # Each record reaches the monitor with this probability (1.0: all). A uniform sample tests the
+    # same distribution; windows fill 1/fraction times slower and cost that much less.
     sample_fraction: float = 1.0
-    # Per scoring replica: past this many scored records/s, a uniform sample of about this many
-    # goes to the monitor (None: no cap), so drift checks cost the same at any load.
+    # Per scoring replica: past this sustained rate of scored records/s (10-s average), a uniform
+    # sample of about this many goes to the monitor (None: no cap): same drift cost at any load.
     max_rows_per_s: float | None = 1000.0
     # Added to the monitor process's OS niceness: on a CPU-bound node serving wins every contention
     # and the checks use what is left (a monitor that falls behind drops rows, counted).
