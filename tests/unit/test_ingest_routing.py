@@ -102,6 +102,16 @@ def test_fingerprints_are_stable_across_slices_and_layouts():
     assert repeated(whole).tolist() == [False, False, True, False, False, False, True]
 
 
+def test_fixed_width_keys_with_null_or_empty_slots_hash_like_each_value_alone():
+    """The matrix path for ids with some null/empty slots gives the general path's values."""
+    values = ["tx00000001", None, "tx00000002", "", "tx00000001", None, "éé€tx0"]  # last: 10 bytes too
+    got = fingerprint(pa.array(values)).tolist()
+    alone = [fingerprint(pa.array(["zz", v or ""]).slice(1))[0] for v in values]  # n = 1: fixed path
+    general = fingerprint(pa.array([*(v or "" for v in values), "x"]))[:-1]  # a 1-byte key: general path
+    assert got == [int(a) for a in alone] == general.tolist()
+    assert got[0] == got[4] and got[1] == got[3] == got[5] and len(set(got)) == 4
+
+
 def test_unknown_columns_are_counted_and_kept_or_dropped():
     extras = [[{"k": "promo", "v": "X"}], None, [{"k": "promo", "v": "Y"}, {"k": "channel", "v": "z"}]]
     data = [{**GOOD, "transaction_id": f"tx{i:08d}"} for i in range(3)]
