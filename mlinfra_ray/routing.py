@@ -39,7 +39,8 @@ class Routed:
     counts: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
-        self.counts = np.bincount(self.outcome, minlength=3)
+        # (bincount would first widen 2.7M int8 outcomes to int64: 12 ms; three counts: ~3 ms)
+        self.counts = np.array([np.count_nonzero(self.outcome == k) for k in (CLEAN, QUARANTINED, DUPLICATE)])
 
     @property
     def n_clean(self) -> int:
