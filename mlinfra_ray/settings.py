@@ -274,7 +274,7 @@ class MMDSettings:
     n_permutations: int = 100
     # At most one MMD per interval (other windows get the cheap tests only): one MMD costs ~0.5 s of
     # a core, so at high traffic testing every window would take a core away from serving.
-    min_interval_s: float = 30.0
+    min_interval_s: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -301,7 +301,7 @@ class DriftSettings:
     sample_fraction: float = 1.0
     # Per scoring replica: past this sustained rate of scored records/s (10-s average), a uniform
     # sample of about this many goes to the monitor (None: no cap): same drift cost at any load.
-    max_rows_per_s: float | None = 1000.0
+    max_rows_per_s: float | None = 500.0
     # Added to the monitor process's OS niceness: on a CPU-bound node serving wins every contention
     # and the checks use what is left (a monitor that falls behind drops rows, counted).
     niceness: int = 19

@@ -59,7 +59,7 @@ def test_drift_sample_fraction_reaches_the_predictor_and_is_range_checked():
 
 
 def test_drift_rate_cap_reaches_the_predictor_and_is_checked():
-    assert deployments()["Predictor"].init_args[1]["drift_max_rows_per_s"] == 1000.0
+    assert deployments()["Predictor"].init_args[1]["drift_max_rows_per_s"] == 500.0
     assert deployments("drift.max_rows_per_s=null")["Predictor"].init_args[1]["drift_max_rows_per_s"] is None
     with pytest.raises(ValueError, match=r"drift.max_rows_per_s=0(\.0)?: must be > 0"):
         deployments("drift.max_rows_per_s=0")
