@@ -114,4 +114,3 @@ class DriftHandoff:
     def state(self) -> dict[str, int]:
         """What /drift shows of the hand-off: deliveries in flight, rows waiting, rows dropped."""
         return {"pending": len(self.pending), "buffered": self.buffered, "dropped": self.dropped}
-

@@ -102,5 +102,4 @@ class DriftMonitor:
 
     async def report(self) -> dict[str, Any]:
         return {**self.window.state(), "rows_sampled_out": self.sampled_out, "columns": self.suite.names,
-                "model": self.model,
-                "last_check": self.last_check, "online": self.online}
+                "model": self.model, "last_check": self.last_check, "online": self.online}

@@ -51,7 +51,6 @@ class ScoredBatch:
 
     table: pa.Table
     scores: np.ndarray
-    sizes: np.ndarray  # records per request
     results: list[dict[str, Any]]
 
 
@@ -68,7 +67,7 @@ def score_batch(model: ServedModel, lookup: OnlineLookup, requests: list[list[di
     results = [{"scores": scores[a:b], "threshold": threshold, "model": ref, "created_at": created,
                 "online": online if a == 0 else {"lookups": {}, "age_s": online["age_s"]}}
                for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-    return ScoredBatch(table, scores, np.diff(bounds), results)
+    return ScoredBatch(table, scores, results)
 
 
 def score_requests(model: ServedModel, lookup: OnlineLookup,
