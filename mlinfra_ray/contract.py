@@ -86,7 +86,9 @@ def coerce_column(raw: pa.Array, col: ColumnSpec) -> tuple[pa.Array, list[Check]
     checks.append((pc.and_(present, pc.invert(parsed)), f"{_kind(col)}:{col.name}"))
     checks.extend(extra)
     if col.regex is not None:
-        ok = pc.fill_null(pc.match_substring_regex(text, col.regex), True)
+        from mlinfra_ray.text_kernels import regex_match
+
+        ok = pc.fill_null(regex_match(text, col.regex), True)
         checks.append((pc.invert(ok), f"regex:{col.name}"))
     return values, checks + _value_checks(values, parsed, col)
 
@@ -171,9 +173,10 @@ def _cast(text: pa.Array, col: ColumnSpec) -> tuple[pa.Array, pa.Array, list[Che
         try:  # fast path: every present value is a number (Arrow's own parser decides)
             values = text.cast(ARROW_TYPES[col.type])
             ok = pc.is_valid(values)
-        except pa.ArrowInvalid:  # some garbage: find it with a regex, cast the rest
-            ok = pc.fill_null(pc.match_substring_regex(text, FLOAT_RE if col.type == "float" else INT_RE),
-                              False)
+        except pa.ArrowInvalid:  # some garbage: find it (FLOAT_RE / INT_RE's grammar), cast the rest
+            from mlinfra_ray.text_kernels import decimal_shape
+
+            ok = decimal_shape(text, floating=col.type == "float")
             values = set_nulls(text, ok).cast(ARROW_TYPES[col.type])
         if col.type == "float" and values.null_count < len(values):  # "nan", "1e999": not usable numbers
             finite = pc.fill_null(pc.is_finite(values), False)

@@ -1,6 +1,6 @@
 """Timestamp parsing for the contract: only the declared formats, never a guess.
 
-Epoch formats go first (one cheap digit test; the contract rejects strptime formats that could
+Epoch formats go first (one digit test; the contract rejects strptime formats that could
 also read a bare number, so the order cannot change a result), then strptime formats in the
 declared order, each pass seeing only still-unparsed values (Arrow's strptime skips nulls).
 """
@@ -51,20 +51,16 @@ def parse_timestamp(text: pa.Array, col) -> tuple[pa.Array, pa.Array, list[Check
 
 def _parse_epochs(text: pa.Array, formats: list[str]) -> pa.Array:
     """Digits only, and the digit count picks the unit (9-10: seconds, 12-13: milliseconds)."""
-    size, digits = pc.binary_length(text), pc.ascii_is_decimal(text)
-    scale = pa.nulls(len(text), pa.int64())
-    for fmt in formats:
-        lo, hi, factor = EPOCH_DIGITS[fmt]
-        ok = pc.and_(digits, pc.and_(pc.greater_equal(size, lo), pc.less_equal(size, hi)))
-        scale = pc.if_else(pc.fill_null(ok, False), pa.scalar(factor, pa.int64()), scale)
-    ints = set_nulls(text, pc.is_valid(scale)).cast(pa.int64())
-    return pc.multiply(ints, scale).cast(pa.timestamp("us")).cast(ARROW_TYPES["timestamp"])
+    from mlinfra_ray.text_kernels import epochs
+
+    micros = epochs(text, [EPOCH_DIGITS[f] for f in formats])
+    return micros.cast(pa.timestamp("us")).cast(ARROW_TYPES["timestamp"])
 
 
 def _parse_strptime(text: pa.Array, fmt: str, timezone: str) -> tuple[pa.Array, pa.Array | None]:
     """(parsed or null, ambiguous-local-time mask or None) for one strptime format."""
     out_type = ARROW_TYPES["timestamp"]
-    naive = pc.strptime(text, format=fmt, unit="us", error_is_null=True)
+    naive = strptime(text, fmt)
     if naive.type.tz is not None:  # the format has %z: an instant
         return naive.cast(out_type), None
     if fmt.endswith("Z") or timezone == "UTC":  # a literal Z, or wall-clock time in UTC
@@ -72,3 +68,21 @@ def _parse_strptime(text: pa.Array, fmt: str, timezone: str) -> tuple[pa.Array, 
     early = pc.assume_timezone(naive, timezone=timezone, ambiguous="earliest", nonexistent="earliest")
     late = pc.assume_timezone(naive, timezone=timezone, ambiguous="latest", nonexistent="latest")
     return early.cast(out_type), pc.fill_null(pc.not_equal(early, late), False)
+
+
+def strptime(text: pa.Array, fmt: str) -> pa.Array:
+    """`pc.strptime(text, fmt, unit="us", error_is_null=True)`, with the strict kernel deciding
+    the zero-padded values and the values that lack one of the format's literals first: only
+    the rest (usually none) pays for strptime."""
+    from mlinfra_ray.text_kernels import ASK, PARSED, strict_times
+
+    fast = strict_times(text, fmt)
+    if fast is None:
+        return pc.strptime(text, format=fmt, unit="us", error_is_null=True)
+    values, state = fast
+    parsed = pa.array(values, pa.timestamp("us"), mask=state != PARSED)
+    ask = state == ASK
+    if not ask.any():
+        return parsed
+    rest = pc.strptime(set_nulls(text, pa.array(ask)), format=fmt, unit="us", error_is_null=True)
+    return pc.coalesce(parsed, rest)

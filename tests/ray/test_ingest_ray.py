@@ -19,7 +19,7 @@ from mlinfra_ray import lake, sources
 from mlinfra_ray.compose import compose_settings
 from mlinfra_ray.datasets.fraud import generate_transactions, write_raw
 from mlinfra_ray.ingest import DataQualityError, ingest, read_clean
-from mlinfra_ray.ingest_read import read_validated, splits_per_task
+from mlinfra_ray.ingest_read import read_validated, task_groups
 from mlinfra_ray.settings import MessSettings, SyntheticSettings
 from mlinfra_ray.sources import RawInputError
 from tests.s3_server import moto_server
@@ -134,7 +134,7 @@ def test_big_file_is_split_and_line_numbers_stay_exact(ray_cluster, tmp_path, mo
             assert line.startswith(json.loads(q["_raw"])["transaction_id"] + ",")
     # several splits per Ray task (one yielded block each): the same rows as one split at a time
     files = sources.list_raw_files(str(path))
-    assert splits_per_task(len(sources.plan_splits(files)), int(ray.cluster_resources()["CPU"])) > 1
+    assert max(len(g) for g in task_groups(sources.plan_splits(files), int(ray.cluster_resources()["CPU"]))) > 1
     assert read_validated(files, lenient())[0].equals(read_validated(files, lenient(), use_ray=False)[0])
     data = path.read_bytes()
     parts = [hashlib.sha256(data[i:i + 16 * 1024]).hexdigest() for i in range(0, len(data), 16 * 1024)]

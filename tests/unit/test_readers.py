@@ -4,13 +4,14 @@ was cut into splits."""
 
 import json
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from mlinfra_ray import sources
 from mlinfra_ray.contract import EXTRA, LINE, PARSE_ERROR, RAW_TEXT, SOURCE
-from mlinfra_ray.ingest_read import splits_per_task
+from mlinfra_ray.ingest_read import in_split_order, task_groups
 from mlinfra_ray.readers import Layout, RawInputError, read_raw_file
 from mlinfra_ray.sources import list_raw_files, plan_splits
 
@@ -164,7 +165,27 @@ def test_listing_files_folders_and_globs(tmp_path):
         list_raw_files(f"{tmp_path}/nope")
 
 
-@pytest.mark.parametrize(("splits", "cpus", "per_task"), [
-    (1, 2, 1), (0, 2, 1), (6, 2, 1), (7, 2, 2), (13, 2, 3), (130, 2, 22), (13, 16, 1), (5, 0, 2)])
-def test_splits_per_task_gives_about_three_waves_per_cpu(splits, cpus, per_task):
-    assert splits_per_task(splits, cpus) == per_task
+@pytest.mark.parametrize(("sizes", "cpus", "waves", "loads"), [
+    ([16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 5], 2, 1, [101, 96]),  # one 200-MB file, 2 CPUs
+    ([16, 16, 3, 16, 7], 2, 1, [26, 32]), ([10], 4, 1, [10]), ([4, 4, 4, 4], 2, 2, [4, 4, 4, 4]),
+    ([0, 0, 8], 2, 1, [8, 2])])  # empty files still go to a task (they still report their facts)
+def test_task_groups_balance_bytes_and_keep_every_split_once(sizes, cpus, waves, loads):
+    starts = np.cumsum([0] + sizes[:-1])
+    splits = [{"split": i, "start": int(a), "end": int(a) + n}
+              for i, (a, n) in enumerate(zip(starts, sizes, strict=True))]
+    groups = task_groups(splits, cpus, waves)
+    assert sorted(s["split"] for g in groups for s in g) == list(range(len(sizes)))
+    assert all([s["split"] for s in g] == sorted(s["split"] for s in g) for g in groups)  # file order
+    assert sorted(sum(max(s["end"] - s["start"], 1) for s in g) for g in groups) == sorted(loads)
+
+
+def test_in_split_order_cuts_merged_blocks_back_into_splits():
+    """A task's blocks may arrive merged (splits 0 and 2 in one table) or cut (split 3 in two)."""
+    def block(ids, lines):
+        return pa.table({"_split": pa.array(ids, pa.int32()), "_line": pa.array(lines, pa.int64())})
+
+    tables = [block([3, 3], [5, 1]), block([0, 0, 2, 2, 2], [0, 1, 0, 2, 1]), block([], []),
+              block([1], [0]), block([3], [2])]
+    out = pa.concat_tables(in_split_order(tables))
+    assert out.column("_split").to_pylist() == [0, 0, 1, 2, 2, 2, 3, 3, 3]
+    assert out.column("_line").to_pylist() == [0, 1, 0, 0, 2, 1, 5, 1, 2]  # order within a split kept
