@@ -42,18 +42,24 @@ def arrow_schema(contract: ContractSettings) -> pa.Schema:
 def apply_contract(batch: pa.Table, contract: ContractSettings) -> pa.Table:
     """Typed contract columns + reader bookkeeping + `_reasons` + `_raw` for one batch."""
     n = batch.num_rows
+    parse = _combined(batch.column(PARSE_ERROR)) if PARSE_ERROR in batch.column_names else None
+    keep = {k: batch.column(k) for k in PASSTHROUGH if k in batch.column_names}
+    if parse is not None and n and parse.null_count == 0:  # only lines the parser rejected (readers
+        # give them their own chunk): no values to check; the parser's reason and the line itself
+        everything = np.arange(n)
+        typed = {c.name: pa.nulls(n, ARROW_TYPES[c.type]) for c in contract.columns}
+        return pa.table({**typed, **keep, REASONS: scatter(everything, parse, n),
+                         RAW: scatter(everything, _combined(batch.column(RAW_TEXT)), n)})
     typed, checks = {}, []
     for col in contract.columns:
         values, col_checks = coerce_column(_raw_column(batch, col.name), col)
         typed[col.name] = values
         checks.extend(col_checks)
-    parse = _combined(batch.column(PARSE_ERROR)) if PARSE_ERROR in batch.column_names else None
     bad = _any_fails(checks, n, parse)
     rows = np.flatnonzero(bad.to_numpy(zero_copy_only=False))
     reasons = reasons_for(rows, checks, parse)
     raw = raw_for(rows, {c.name: _raw_column(batch, c.name) for c in contract.columns},
                   _combined(batch.column(RAW_TEXT)) if RAW_TEXT in batch.column_names else None)
-    keep = {k: batch.column(k) for k in PASSTHROUGH if k in batch.column_names}
     return pa.table({**typed, **keep, REASONS: scatter(rows, reasons, n), RAW: scatter(rows, raw, n)})
 
 
@@ -154,15 +160,9 @@ def _normalize(text: pa.Array, steps: list[str]) -> pa.Array:
 def _may_need_trim(text: pa.Array) -> bool:
     """Does any value start or end with whitespace (or a non-ASCII byte, which might be Unicode
     whitespace)? Looks at two bytes per value in Arrow's buffers instead of rewriting them."""
-    if not pa.types.is_string(text.type):
-        return True  # large_string etc.: just trim
-    if len(text) == 0 or text.buffers()[2] is None:  # nothing, or only empty strings
-        return False
-    off = np.frombuffer(text.buffers()[1], np.int32, len(text) + 1, text.offset * 4)
-    data = np.frombuffer(text.buffers()[2], np.uint8)
-    nonempty = off[1:] > off[:-1]
-    edges = np.concatenate([data[off[:-1][nonempty]], data[off[1:][nonempty] - 1]])
-    return bool(((edges <= 32) | (edges >= 127)).any())
+    from mlinfra_ray.text_kernels import edge_bytes
+
+    return edge_bytes(text)
 
 
 def _cast(text: pa.Array, col: ColumnSpec) -> tuple[pa.Array, pa.Array, list[Check]]:

@@ -85,7 +85,7 @@ def route(table: pa.Table, contract: ContractSettings, seen_keys: pa.Array | Non
         good = np.flatnonzero(~bad)
         fp = table.column(KEY_FP).to_numpy()[good] if KEY_FP in table.column_names else None
         outcome[good[_duplicates(table.column(contract.dedup_key), good, seen_keys, fp)]] = DUPLICATE
-    quarantine = _quarantine_table(table.filter(pa.array(outcome == QUARANTINED)))
+    quarantine = _quarantine_table(table, np.flatnonzero(outcome == QUARANTINED))
     codes = pc.list_flatten(pc.split_pattern(quarantine.column(REASONS), ";"))
     reasons = Counter({d["values"]: d["counts"] for d in pc.value_counts(codes).to_pylist()})
     routed = Routed(table, quarantine, outcome, reasons, _extra_counts(table),
@@ -137,19 +137,33 @@ def _gather(table: pa.Table, rows: np.ndarray, extras: list[str]) -> pa.Table:
 
 
 def _fault_columns(reasons: pa.Array | pa.ChunkedArray) -> pa.Array:
-    """`type:amount;enum:channel` → `amount,channel` (parser rejections have no column at fault)."""
-    cols = pc.replace_substring_regex(reasons, r"(^|;)parse:[^;]*", "")
+    """`type:amount;enum:channel` → `amount,channel` (parser rejections have no column at fault).
+    Rows share few distinct reason strings: each is rewritten once, then taken per row."""
+    coded = pc.dictionary_encode(_combined(reasons))
+    cols = pc.replace_substring_regex(coded.dictionary, r"(^|;)parse:[^;]*", "")
     cols = pc.replace_substring_regex(cols, r"(^|;)[a-z_]+:", r"\1")
-    return _combined(pc.utf8_trim(pc.replace_substring(cols, ";", ","), characters=","))
+    return pc.utf8_trim(pc.replace_substring(cols, ";", ","), characters=",").take(coded.indices)
 
 
-def _quarantine_table(rows: pa.Table) -> pa.Table:
-    n = rows.num_rows
-    reasons = rows.column(REASONS).cast(pa.string())
+def _quarantine_table(table: pa.Table, rows: np.ndarray) -> pa.Table:
+    """The quarantined `rows` of `table` (only the columns quarantine keeps are gathered)."""
+    index = pa.array(rows, pa.int64())
+    reasons = _take_text(table.column(REASONS), rows)
+    extra = table.column(EXTRA).take(index) if EXTRA in table.column_names else pa.nulls(len(rows), EXTRA_TYPE)
     return pa.table({
-        SOURCE: rows.column(SOURCE).cast(pa.string()), LINE: rows.column(LINE).cast(pa.int64()),
-        REASONS: reasons, "columns": _fault_columns(reasons), RAW: rows.column(RAW).cast(pa.string()),
-        EXTRA: rows.column(EXTRA) if EXTRA in rows.column_names else pa.nulls(n, EXTRA_TYPE)})
+        SOURCE: _take_text(table.column(SOURCE), rows), LINE: table.column(LINE).take(index), REASONS: reasons,
+        "columns": _fault_columns(reasons), RAW: _take_text(table.column(RAW), rows), EXTRA: extra})
+
+
+def _take_text(col: pa.ChunkedArray, rows: np.ndarray) -> pa.Array:
+    """Sorted `rows` of a dictionary-encoded text column as plain strings, chunk by chunk: a take
+    across chunks first unifies their dictionaries, hashing every failing row's raw JSON (12 of
+    the 24 ms this table took for 2.7M rows)."""
+    bounds = np.cumsum([0] + [len(c) for c in col.chunks])
+    los, his = np.searchsorted(rows, bounds[:-1]), np.searchsorted(rows, bounds[1:])
+    parts = [chunk.take(pa.array(rows[lo:hi] - start)).cast(pa.string())
+             for chunk, start, lo, hi in zip(col.chunks, bounds[:-1], los, his, strict=True) if hi > lo]
+    return pa.concat_arrays(parts) if parts else pa.array([], pa.string())
 
 
 def _extra_counts(table: pa.Table) -> dict[str, int]:

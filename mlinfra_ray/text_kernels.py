@@ -24,7 +24,6 @@ NULL, PARSED, REJECTED, ASK = 0, 1, 2, 3  # per-value outcome of a timestamp ker
 # strptime directives the strict timestamp kernel reads: (field slot, digits)
 DIRECTIVES = {"Y": (0, 4), "m": (1, 2), "d": (2, 2), "H": (3, 2), "M": (4, 2), "S": (5, 2)}
 META = set(".^$*+?()[]{}|\\")
-MAX_INT64 = np.iinfo(np.int64).max
 
 
 def buffers(text: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -152,6 +151,26 @@ def _match_fixed(off, data, table):
     return out
 
 
+def edge_bytes(text: pa.Array) -> bool:
+    """Does any value start or end with a byte <= 32 or >= 127 (whitespace, or non-ASCII that
+    might be Unicode whitespace)? Stops at the first one."""
+    if len(text) == 0:
+        return False
+    off, data, _ = buffers(text)
+    return bool(_edge_bytes(off, data))
+
+
+@numba.njit(cache=True, nogil=True)
+def _edge_bytes(off, data):
+    for i in range(len(off) - 1):
+        a, b = off[i], off[i + 1]
+        if b > a:
+            x, y = data[a], data[b - 1]
+            if x <= 32 or x >= 127 or y <= 32 or y >= 127:
+                return True
+    return False
+
+
 # --- numbers ----------------------------------------------------------------------------------
 
 def decimal_shape(text: pa.Array, floating: bool) -> pa.Array:
@@ -204,37 +223,30 @@ def _decimal(off, data, floating):
 
 # --- timestamps -------------------------------------------------------------------------------
 
-def epochs(text: pa.Array, ranges: list[tuple[int, int, int]]) -> pa.Array:
-    """int64 µs since the epoch for values of ASCII digits only whose digit count falls in one of
-    `ranges` ((min digits, max digits, µs per unit), first match wins); null otherwise, and null
-    where the value (over 18 digits) or its µs would overflow int64."""
+def first_format(text: pa.Array, epochs: list[tuple[int, int, int]],
+                 formats: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Which declared format reads each value, in one pass: (µs, format, outcome) per value.
+
+    Epochs first: ASCII digits only, the digit count in a (min, max, µs per unit) range of
+    `epochs` → UTC µs, format -1. Then `formats` in order: a zero-padded value of the format
+    (fields in range; leap seconds, year 0 and impossible dates excepted) → naive µs, exactly as
+    strptime reads it; a value lacking one of the format's non-space literals → next format
+    (strptime, glibc and musl alike, must match such a literal exactly); anything else, or a
+    format outside the kernel's subset → ASK (only strptime can judge it). Outcome NULL for
+    null, PARSED, REJECTED (no format can read it) or ASK."""
     off, data, valid = buffers(text)
-    spec = np.array(ranges, np.int64).reshape(-1, 3)
-    values, ok = _epochs(off, data, valid, spec)
-    return pa.array(values, pa.int64(), mask=~ok)
-
-
-@numba.njit(cache=True, nogil=True)
-def _epochs(off, data, valid, spec):
-    n = len(off) - 1
-    values, ok = np.zeros(n, np.int64), np.zeros(n, np.bool_)
-    for i in range(n):
-        a, b = off[i], off[i + 1]
-        if not valid[i] or _digits(data, a, b) != b:
-            continue
-        factor = 0
-        for r in range(spec.shape[0]):
-            if spec[r, 0] <= b - a <= spec[r, 1]:
-                factor = spec[r, 2]
-                break
-        if factor == 0 or b - a > 18:  # 18 digits always fit int64
-            continue
-        v = 0
-        for p in range(a, b):
-            v = v * 10 + (data[p] - 48)
-        if v <= 9223372036854775807 // factor:
-            values[i], ok[i] = v * factor, True
-    return values, ok
+    spec = np.array(epochs, np.int64).reshape(-1, 3)
+    compiled = [strict_format(f) for f in formats]
+    width = max([len(c[0]) for c in compiled if c is not None] + [1])
+    nreq = max([len(c[1]) for c in compiled if c is not None] + [1])
+    layouts = np.full((len(formats), width, 2), -1, np.int64)
+    required = np.zeros((len(formats), nreq), np.uint8)
+    sizes = np.full((len(formats), 2), -1, np.int64)  # (layout width, required count); -1: no kernel
+    for k, c in enumerate(compiled):
+        if c is not None:
+            layouts[k, :len(c[0])], required[k, :len(c[1])] = c
+            sizes[k] = len(c[0]), len(c[1])
+    return _first_format(off, data, valid, spec, layouts, required, sizes)
 
 
 @lru_cache(maxsize=64)
@@ -276,18 +288,6 @@ def strict_format(fmt: str) -> tuple[np.ndarray, np.ndarray] | None:
     return np.array(rows, np.int64).reshape(-1, 2), np.array(sorted(required), np.uint8)
 
 
-def strict_times(text: pa.Array, fmt: str) -> tuple[np.ndarray, np.ndarray] | None:
-    """(naive µs, outcome per value: NULL | PARSED | REJECTED | ASK) for one format, or None when
-    the format is outside the kernel's subset. PARSED values read exactly as strptime reads them
-    (zero-padded fields in range; a leap second, year 0 or an impossible date is left to ASK);
-    REJECTED values lack one of the format's literals."""
-    spec = strict_format(fmt)
-    if spec is None:
-        return None
-    off, data, valid = buffers(text)
-    return _strict(off, data, valid, spec[0], spec[1])
-
-
 @numba.njit(cache=True, nogil=True)
 def _days_from_civil(y, m, d):
     """Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm)."""
@@ -299,46 +299,68 @@ def _days_from_civil(y, m, d):
 
 
 @numba.njit(cache=True, nogil=True)
-def _strict(off, data, valid, layout, required):
-    n, width = len(off) - 1, layout.shape[0]
-    values, state = np.zeros(n, np.int64), np.zeros(n, np.int8)
+def _first_format(off, data, valid, epochs, layouts, required, sizes):
+    n = len(off) - 1
+    values, which, state = np.zeros(n, np.int64), np.full(n, -1, np.int8), np.zeros(n, np.int8)
     f = np.zeros(6, np.int64)
     for i in range(n):
         if not valid[i]:
             continue
         a, b = off[i], off[i + 1]
-        ok = b - a == width
-        if ok:
-            f[:] = 0
-            for k in range(width):
-                c, slot = data[a + k], layout[k, 0]
-                if slot < 0:
-                    if c != layout[k, 1]:
+        if epochs.shape[0] and a < b <= a + 18 and _digits(data, a, b) == b:  # 18 digits fit int64
+            factor = 0
+            for r in range(epochs.shape[0]):
+                if epochs[r, 0] <= b - a <= epochs[r, 1]:
+                    factor = epochs[r, 2]
+                    break
+            if factor:
+                v = 0
+                for p in range(a, b):
+                    v = v * 10 + (data[p] - 48)
+                if v <= 9223372036854775807 // factor:
+                    values[i], state[i] = v * factor, 1
+                    continue
+        state[i] = 2
+        for k in range(layouts.shape[0]):
+            width, nreq = sizes[k, 0], sizes[k, 1]
+            if width < 0:  # no kernel for this format
+                which[i], state[i] = k, 3
+                break
+            ok = b - a == width
+            if ok:
+                f[:] = 0
+                for j in range(width):
+                    c, slot = data[a + j], layouts[k, j, 0]
+                    if slot < 0:
+                        if c != layouts[k, j, 1]:
+                            ok = False
+                            break
+                    elif 48 <= c <= 57:
+                        f[slot] = f[slot] * 10 + (c - 48)
+                    else:
                         ok = False
                         break
-                elif 48 <= c <= 57:
-                    f[slot] = f[slot] * 10 + (c - 48)
-                else:
-                    ok = False
+            if ok:
+                y, mo, d = f[0], f[1], f[2]
+                leap = y % 4 == 0 and (y % 100 != 0 or y % 400 == 0)
+                short = mo == 4 or mo == 6 or mo == 9 or mo == 11
+                dim = (29 if leap else 28) if mo == 2 else 30 if short else 31
+                ok = y >= 1 and 1 <= mo <= 12 and 1 <= d <= dim and f[3] <= 23 and f[4] <= 59 and f[5] <= 59
+                if ok:
+                    seconds = _days_from_civil(y, mo, d) * 86400 + f[3] * 3600 + f[4] * 60 + f[5]
+                    values[i], which[i], state[i] = seconds * 1_000_000, k, 1
                     break
-        y, mo, d = f[0], f[1], f[2]
-        if ok:
-            leap = y % 4 == 0 and (y % 100 != 0 or y % 400 == 0)
-            short = mo == 4 or mo == 6 or mo == 9 or mo == 11
-            dim = (29 if leap else 28) if mo == 2 else 30 if short else 31
-            ok = y >= 1 and 1 <= mo <= 12 and 1 <= d <= dim and f[3] <= 23 and f[4] <= 59 and f[5] <= 59
-        if ok:
-            values[i] = (_days_from_civil(y, mo, d) * 86400 + f[3] * 3600 + f[4] * 60 + f[5]) * 1_000_000
-            state[i] = 1
-            continue
-        state[i] = 3
-        for r in range(len(required)):
-            found = False
-            for p in range(a, b):
-                if data[p] == required[r]:
-                    found = True
+            missing = False
+            for r in range(nreq):
+                found = False
+                for p in range(a, b):
+                    if data[p] == required[k, r]:
+                        found = True
+                        break
+                if not found:
+                    missing = True
                     break
-            if not found:
-                state[i] = 2
+            if not missing:
+                which[i], state[i] = k, 3
                 break
-    return values, state
+    return values, which, state

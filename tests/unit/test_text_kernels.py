@@ -12,17 +12,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mlinfra_ray.contract import FLOAT_RE, INT_RE
-from mlinfra_ray.contract_time import EPOCH_DIGITS, strptime
+from mlinfra_ray.contract_time import EPOCH_DIGITS, parse_arrow, parse_timestamp
+from mlinfra_ray.settings import ColumnSpec
 from mlinfra_ray.text_kernels import (
     ASK,
+    NULL,
     PARSED,
     REJECTED,
     decimal_shape,
-    epochs,
+    first_format,
     fixed_pattern,
     regex_match,
     strict_format,
-    strict_times,
 )
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -78,24 +79,6 @@ def test_decimal_shape_equals_the_contract_regexes(floating, values):
     assert decimal_shape(text, floating).equals(expected)
 
 
-@SETTINGS
-@given(st.lists(st.one_of(st.none(), st.text("0123456789", max_size=15), st.text("0123456789 -x", max_size=14)),
-                max_size=40), st.sampled_from([["epoch_s"], ["epoch_ms"], ["epoch_s", "epoch_ms"]]))
-def test_epochs_read_digits_by_count(values, formats):
-    ranges = [EPOCH_DIGITS[f] for f in formats]
-    expected = []
-    for v in values:
-        unit = next((u for lo, hi, u in ranges if v is not None and v.isascii() and v.isdigit()
-                     and lo <= len(v) <= hi), None)
-        expected.append(None if unit is None or int(v) * unit >= 2**63 else int(v) * unit)
-    assert epochs(_text(values), ranges).to_pylist() == expected
-
-
-def test_epochs_that_would_overflow_are_not_timestamps():
-    out = epochs(_text(["9999999999999", "99999999999999999999", "1700000000000"]), [(13, 20, 1000)])
-    assert out.to_pylist() == [9_999_999_999_999_000, None, 1_700_000_000_000_000]
-
-
 @pytest.mark.parametrize("fmt, supported", [
     ("%Y-%m-%dT%H:%M:%SZ", True), ("%Y-%m-%d %H:%M:%S", True), ("%d/%m/%Y %H:%M", True),
     ("%Y%m%d", True), ("%m/%d/%Y", True), ("%Y-%m-%d %%", True), ("%Y-%m-%d %I:%M %p", False),
@@ -106,13 +89,19 @@ def test_strict_formats(fmt, supported):
     assert (strict_format(fmt) is not None) is supported
 
 
-def test_strict_outcomes():
-    text = _text(["2024-02-29T23:59:59Z", None, "2023-02-29T00:00:00Z", "05/01/2024 10:11",
-                  " 2024-01-05T10:11:12Z", "2024-1-5T1:2:3Z", "yesterday"])
-    values, state = strict_times(text, "%Y-%m-%dT%H:%M:%SZ")
-    assert state.tolist() == [PARSED, 0, ASK, REJECTED, ASK, ASK, REJECTED]
-    expected = pc.strptime(text[:1], format="%Y-%m-%dT%H:%M:%SZ", unit="us").cast(pa.int64())
-    assert values[0] == expected[0].as_py()
+def test_first_format_outcomes():
+    text = _text(["2024-02-29T23:59:59Z", None, "2023-02-29T00:00:00Z", "05/01/2024 10:11", "1700000000",
+                  " 2024-01-05T10:11:12Z", "2024-1-5T1:2:3Z", "yesterday", "12345678901",
+                  "2024-01-05 10:11:12"])
+    formats = ["%Y-%m-%dT%H:%M:%SZ", "%d/%m/%Y %H:%M"]
+    micros, which, state = first_format(text, [EPOCH_DIGITS["epoch_s"]], formats)
+    assert state.tolist() == [PARSED, NULL, ASK, PARSED, PARSED, ASK, ASK, REJECTED, REJECTED, REJECTED]
+    assert which.tolist() == [0, -1, 0, 1, -1, 0, 0, -1, -1, -1]
+    expected = pc.strptime(text.take([0, 3]), format="%Y-%m-%dT%H:%M:%SZ", unit="us", error_is_null=True)
+    assert micros[0] == expected.cast(pa.int64())[0].as_py()
+    assert micros[4] == 1_700_000_000 * 1_000_000
+    _, which, state = first_format(text, [], ["%Y-%m-%d %I:%M %p", "%Y-%m-%dT%H:%M:%SZ"])  # no kernel for %I %p
+    assert set(which[state == ASK]) == {0} and (state[[1]] == NULL).all()
 
 
 FORMATS = ["%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%d %H:%M:%S", "%d/%m/%Y %H:%M", "%Y%m%d%H%M%S", "%m/%d/%Y",
@@ -143,19 +132,34 @@ def near_timestamps(draw):
     return out
 
 
+COLUMNS = [
+    ColumnSpec(name="t", type="timestamp", formats=["%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%d %H:%M:%S", "%d/%m/%Y %H:%M",
+                                                   "epoch_s", "epoch_ms"]),
+    ColumnSpec(name="t", type="timestamp", formats=["%Y-%m-%d %H:%M:%S", "%m/%d/%Y", "epoch_ms"],
+               timezone="Europe/Berlin"),  # local time: DST gaps and overlaps are "ambiguous"
+    ColumnSpec(name="t", type="timestamp", formats=["%Y%m%d%H%M%S", "%Y-%m-%d %%", "%Y-%m-%dT%H:%M:%S%z"]),
+    ColumnSpec(name="t", type="timestamp", formats=["%Y-%m-%d %I:%M %p", "%d/%m/%Y %H:%M"],
+               timezone="America/New_York"),
+]
+
+
 @SETTINGS
-@given(st.sampled_from(FORMATS), st.lists(st.one_of(st.none(), near_timestamps(), st.text(NEAR, max_size=20)),
-                                          max_size=30))
-def test_strptime_equals_arrow(fmt, values):
+@given(st.sampled_from(COLUMNS), st.lists(st.one_of(st.none(), near_timestamps(), st.text(NEAR, max_size=20),
+                                                    st.integers(0, 10**14).map(str)), max_size=30))
+def test_parse_timestamp_equals_arrow(col, values):
     text = _text(values)
-    assert strptime(text, fmt).equals(pc.strptime(text, format=fmt, unit="us", error_is_null=True))
+    got, want = parse_timestamp(text, col), parse_arrow(text, col)
+    assert got[0].equals(want[0]) and got[1].equals(want[1])
+    assert [(m.to_pylist(), code) for m, code in got[2]] == [(m.to_pylist(), code) for m, code in want[2]]
 
 
-def test_strptime_outside_the_kernel_subset_is_arrows():
-    text = _text(["2024-01-05 10:11 PM", "2024-01-05 10:11", None])
-    fmt = "%Y-%m-%d %I:%M %p"
-    assert strptime(text, fmt).equals(pc.strptime(text, format=fmt, unit="us", error_is_null=True))
-    assert strptime(text, fmt).is_valid().to_pylist() == [True, False, False]
+def test_dst_local_times_are_ambiguous_either_way():
+    col = COLUMNS[1]
+    text = _text(["2024-10-27 02:30:00", "2024-03-31 02:30:00", "2024-06-01 12:00:00"])
+    values, recognized, checks = parse_timestamp(text, col)
+    assert recognized.to_pylist() == [True, True, True]
+    assert values.is_valid().to_pylist() == [False, False, True]
+    assert checks[0][1] == "ambiguous:t" and checks[0][0].to_pylist() == [True, True, False]
 
 
 def test_kernels_on_a_large_column_agree_with_arrow():
