@@ -23,6 +23,7 @@ from mlinfra_ray.settings import ContractSettings
 from mlinfra_ray.sources import RawInputError, filesystem, plan_splits, sha256
 
 BOM = b"\xef\xbb\xbf"
+TAIL = 1 << 16  # bytes read past a split's end to finish its last line
 __all__ = ["Layout", "RawInputError", "layout", "read_raw_file", "read_split", "split_stats"]
 
 
@@ -134,28 +135,34 @@ def _header(spec: dict, delimiter: str) -> list[str]:
 
 def _split_bytes(spec: dict) -> tuple[bytes, int, int, str]:
     """(bytes, lo, hi, sha256 of exactly [start, end)): lines that start inside the split are
-    data[lo:hi]; the last one is completed from the next split, the first partial one is skipped."""
+    data[lo:hi]; the last one is completed from the next split, the first partial one is skipped.
+
+    One read covers the split and the next TAIL bytes, where its last line almost always ends
+    (growing a 16 MB bytes object to finish the line copied it: ~3 ms per split)."""
     start, end, size = spec["start"], spec["end"], spec["size"]
     if end <= start:
         return b"", 0, 0, sha256(b"")
     fs, path = filesystem(spec["uri"])
     s0 = max(start - 1, 0)  # one byte before: is the split's first byte a line start?
+    span = end - s0
     with fs.open_input_file(path) as fh:
-        data = fh.read_at(end - s0, s0)
-        digest = sha256(memoryview(data)[start - s0:])
         if spec["kind"] == "parquet":
-            return data, 0, len(data), digest
-        while end < size and not data.endswith(b"\n"):
-            more = fh.read_at(min(1 << 16, size - s0 - len(data)), s0 + len(data))
-            cut = more.find(b"\n")
-            data += more if cut < 0 else more[:cut + 1]
-            if not more:
-                break
+            data = fh.read_at(span, s0)
+            return data, 0, len(data), sha256(memoryview(data)[start - s0:])
+        data = fh.read_at(span + min(TAIL, size - end), s0)
+        digest = sha256(memoryview(data)[start - s0:span])
+        hi = span
+        if end < size and data[span - 1:span] != b"\n":  # finish the split's last line
+            cut = data.find(b"\n", span)
+            while cut < 0 and len(data) < size - s0:  # a line longer than TAIL: read on
+                data += fh.read_at(min(TAIL, size - s0 - len(data)), s0 + len(data))
+                cut = data.find(b"\n", span)
+            hi = len(data) if cut < 0 else cut + 1
     if start == 0:
-        return data, 0, len(data), digest
-    nl = data.find(b"\n", 0, end - s0)  # data[0] is the byte before the split
-    lo = nl + 1 if 0 <= nl and nl + 1 < end - s0 else len(data)  # no line starts here: empty
-    return data, lo, len(data), digest
+        return data, 0, hi, digest
+    nl = data.find(b"\n", 0, span)  # data[0] is the byte before the split
+    lo = nl + 1 if 0 <= nl and nl + 1 < span else hi  # no line starts here: empty
+    return data, lo, hi, digest
 
 
 def _assemble(table: pa.Table, spec: dict, columns: list[str], first: int, info: dict) -> pa.Table:

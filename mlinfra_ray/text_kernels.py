@@ -29,7 +29,7 @@ META = set(".^$*+?()[]{}|\\")
 def buffers(text: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(int32 offsets, bytes, validity) of a text array, zero-copy for `string` except the
     validity."""
-    if not pa.types.is_string(text.type):
+    if not (pa.types.is_string(text.type) or pa.types.is_binary(text.type)):  # same layout
         text = text.cast(pa.string())
     n = len(text)
     bufs = text.buffers()
@@ -171,6 +171,31 @@ def _edge_bytes(off, data):
     return False
 
 
+def fnv64(text: pa.Array, seed: np.uint64, prime: np.uint64) -> np.ndarray:
+    """uint64 per value: FNV-style mixing of its bytes read as little-endian 8-byte words, the
+    length folded into the seed (nulls hash like the empty string). See mlinfra_ray/fingerprint.py."""
+    off, data, _ = buffers(text)
+    return _fnv64(off, data, np.uint64(seed), np.uint64(prime))
+
+
+@numba.njit(cache=True, nogil=True)
+def _fnv64(off, data, seed, prime):
+    n = len(off) - 1
+    out = np.empty(n, np.uint64)
+    shift = np.uint64(29)
+    for i in range(n):
+        a, b = off[i], off[i + 1]
+        h = (seed ^ np.uint64(b - a)) * prime
+        for p in range(a, b, 8):
+            word = np.uint64(0)
+            for j in range(min(8, b - p)):
+                word |= np.uint64(data[p + j]) << np.uint64(8 * j)
+            mixed = (h ^ word) * prime
+            h = mixed ^ (mixed >> shift)
+        out[i] = h
+    return out
+
+
 # --- numbers ----------------------------------------------------------------------------------
 
 def decimal_shape(text: pa.Array, floating: bool) -> pa.Array:
@@ -303,6 +328,7 @@ def _first_format(off, data, valid, epochs, layouts, required, sizes):
     n = len(off) - 1
     values, which, state = np.zeros(n, np.int64), np.full(n, -1, np.int8), np.zeros(n, np.int8)
     f = np.zeros(6, np.int64)
+    seen = np.zeros(256, np.bool_)
     for i in range(n):
         if not valid[i]:
             continue
@@ -321,6 +347,7 @@ def _first_format(off, data, valid, epochs, layouts, required, sizes):
                     values[i], state[i] = v * factor, 1
                     continue
         state[i] = 2
+        seen_done = False
         for k in range(layouts.shape[0]):
             width, nreq = sizes[k, 0], sizes[k, 1]
             if width < 0:  # no kernel for this format
@@ -350,14 +377,14 @@ def _first_format(off, data, valid, epochs, layouts, required, sizes):
                     seconds = _days_from_civil(y, mo, d) * 86400 + f[3] * 3600 + f[4] * 60 + f[5]
                     values[i], which[i], state[i] = seconds * 1_000_000, k, 1
                     break
+            if not seen_done:  # which bytes the value holds, once (most values never need it)
+                seen[:] = False
+                for p in range(a, b):
+                    seen[data[p]] = True
+                seen_done = True
             missing = False
             for r in range(nreq):
-                found = False
-                for p in range(a, b):
-                    if data[p] == required[k, r]:
-                        found = True
-                        break
-                if not found:
+                if not seen[required[k, r]]:
                     missing = True
                     break
             if not missing:

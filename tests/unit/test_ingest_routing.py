@@ -102,14 +102,23 @@ def test_fingerprints_are_stable_across_slices_and_layouts():
     assert repeated(whole).tolist() == [False, False, True, False, False, False, True]
 
 
-def test_fixed_width_keys_with_null_or_empty_slots_hash_like_each_value_alone():
-    """The matrix path for ids with some null/empty slots gives the general path's values."""
-    values = ["tx00000001", None, "tx00000002", "", "tx00000001", None, "éé€tx0"]  # last: 10 bytes too
+def _reference_hash(value: bytes) -> int:
+    """The documented fingerprint in plain Python: FNV-style mixing of 8-byte little-endian words."""
+    mask, prime = 2**64 - 1, 0x100000001B3
+    h = ((0xCBF29CE484222325 ^ len(value)) * prime) & mask
+    for p in range(0, len(value), 8):
+        mixed = ((h ^ int.from_bytes(value[p:p + 8], "little")) * prime) & mask
+        h = mixed ^ (mixed >> 29)
+    return h
+
+
+def test_fingerprints_are_the_documented_hash_of_each_value():
+    values = ["tx00000001", None, "tx00000002", "", "tx00000001", None, "éé€tx0", "a" * 17, "abcdefgh"]
     got = fingerprint(pa.array(values)).tolist()
-    alone = [fingerprint(pa.array(["zz", v or ""]).slice(1))[0] for v in values]  # n = 1: fixed path
-    general = fingerprint(pa.array([*(v or "" for v in values), "x"]))[:-1]  # a 1-byte key: general path
-    assert got == [int(a) for a in alone] == general.tolist()
-    assert got[0] == got[4] and got[1] == got[3] == got[5] and len(set(got)) == 4
+    assert got == [_reference_hash((v or "").encode()) for v in values]  # nulls hash like ""
+    assert got[0] == got[4] and got[1] == got[3] == got[5] and len(set(got)) == 6
+    assert fingerprint(pa.array([b"\x00\xff", None], pa.binary())).tolist() == \
+        [_reference_hash(b"\x00\xff"), _reference_hash(b"")]
 
 
 def test_unknown_columns_are_counted_and_kept_or_dropped():

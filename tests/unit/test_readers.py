@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mlinfra_ray import sources
+from mlinfra_ray import readers, sources
 from mlinfra_ray.contract import EXTRA, LINE, PARSE_ERROR, RAW_TEXT, SOURCE
 from mlinfra_ray.ingest_read import in_split_order, task_groups
 from mlinfra_ray.readers import Layout, RawInputError, read_raw_file
@@ -107,8 +107,9 @@ def test_parquet_keeps_native_types_and_row_numbers(tmp_path):
     assert t.column(EXTRA).to_pylist() == [[{"k": "z", "v": "extra"}], None]
 
 
+@pytest.mark.parametrize("tail", [1 << 16, 3])  # 3: a line's end lies past the first read after the split
 @pytest.mark.parametrize("kind", ["csv", "jsonl"])
-def test_splits_cut_anywhere_keep_every_line_once(tmp_path, monkeypatch, kind):
+def test_splits_cut_anywhere_keep_every_line_once(tmp_path, monkeypatch, kind, tail):
     """Cut a file into 7-byte splits: lines straddle every boundary; each is read exactly once,
     with its physical line number, and the content hash does not depend on the cut."""
     body = [f"{i},{'x' * (i % 5)}" if i % 4 else f"{i}" for i in range(1, 40)]
@@ -118,6 +119,7 @@ def test_splits_cut_anywhere_keep_every_line_once(tmp_path, monkeypatch, kind):
     path = write(tmp_path, f"x.{kind}", text)
     whole = read_raw_file(path, COLS)
     monkeypatch.setattr(sources, "SPLIT_BYTES", 7)
+    monkeypatch.setattr(readers, "TAIL", tail)
     assert len(plan_splits(list_raw_files(path))) > 20
     cut = read_raw_file(path, COLS)
     assert rows(cut, LINE, "a", PARSE_ERROR) == rows(whole, LINE, "a", PARSE_ERROR)
