@@ -27,7 +27,7 @@ from mlinfra_ray.text_kernels import (
 )
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-NEAR = "0123456789tuxmTZ:-/. _+eE\t%é"  # bytes the patterns and formats below care about
+NEAR = "0123456789tuxmTZ:-/. _+eE\t\n%é"  # bytes the patterns and formats below care about
 
 
 def _text(values: list[str | None]) -> pa.Array:
