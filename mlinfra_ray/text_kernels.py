@@ -328,7 +328,7 @@ def _first_format(off, data, valid, epochs, layouts, required, sizes):
     n = len(off) - 1
     values, which, state = np.zeros(n, np.int64), np.full(n, -1, np.int8), np.zeros(n, np.int8)
     f = np.zeros(6, np.int64)
-    seen = np.zeros(256, np.bool_)
+    seen = np.full(256, -1, np.int64)
     for i in range(n):
         if not valid[i]:
             continue
@@ -377,14 +377,14 @@ def _first_format(off, data, valid, epochs, layouts, required, sizes):
                     seconds = _days_from_civil(y, mo, d) * 86400 + f[3] * 3600 + f[4] * 60 + f[5]
                     values[i], which[i], state[i] = seconds * 1_000_000, k, 1
                     break
-            if not seen_done:  # which bytes the value holds, once (most values never need it)
-                seen[:] = False
+            if not seen_done:  # which bytes the value holds, once (most values never need it);
+                # stamped with the value's index, so the table never needs clearing
                 for p in range(a, b):
-                    seen[data[p]] = True
+                    seen[data[p]] = i
                 seen_done = True
             missing = False
             for r in range(nreq):
-                if not seen[required[k, r]]:
+                if seen[required[k, r]] != i:
                     missing = True
                     break
             if not missing:
