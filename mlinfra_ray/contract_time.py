@@ -8,7 +8,7 @@ Two implementations with one meaning: `parse_arrow` is Arrow's (a digit test, th
 pass per format over the still-unparsed values); `parse_timestamp` first runs a compiled pass
 (mlinfra_ray/text_kernels.py) that settles the usual values — epochs, zero-padded values of a
 format, values a format cannot read because they lack one of its literals — and gives the rest
-to `parse_arrow`. A property test holds them equal (tests/unit/test_text_kernels.py).
+to the same Arrow loop. A property test holds them equal (tests/unit/test_text_kernels.py).
 """
 
 from __future__ import annotations
