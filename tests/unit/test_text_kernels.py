@@ -167,3 +167,17 @@ def test_kernels_on_a_large_column_agree_with_arrow():
     ids = [f"tx{i:08d}" for i in rng.integers(0, 10**8, 50_000)] + ["tx123", "TX00000001", None, ""]
     text = _text(ids)
     assert regex_match(text, "^tx[0-9]{8}$").equals(pc.match_substring_regex(text, "^tx[0-9]{8}$"))
+
+
+def test_kernels_read_sliced_and_dictionary_encoded_text():
+    """Arrow arrays can start mid-buffer (slices, set_nulls results); the kernels read offsets
+    from the array's own start, as Arrow's kernels do."""
+    base = _text(["junk", "1.5", "x", None, "2024-01-05T10:11:12Z", "05/01/2024 10:11", "1700000000"])
+    text = base.slice(1)
+    expected = pc.fill_null(pc.match_substring_regex(text, FLOAT_RE), False)
+    assert decimal_shape(text, floating=True).equals(expected)
+    col = COLUMNS[0]
+    got, want = parse_timestamp(text, col), parse_arrow(text, col)
+    assert got[0].equals(want[0]) and got[0].null_count == 3
+    coded = pa.array(["tx00000001", "bad", "tx00000001", None]).dictionary_encode()
+    assert regex_match(coded.dictionary, "^tx[0-9]{8}$").to_pylist() == [True, False]
