@@ -128,7 +128,7 @@ def serving_settings(request, tmp_path):
     extra = []
     if request.param == "redis":
         extra = ["online_store=redis", f"online_store.url={request.getfixturevalue('redis_url')}",
-                 f"online_store.namespace={uuid.uuid4().hex[:8]}"]
+                 f"online_store.namespace=t{uuid.uuid4().hex[:8]}"]  # all-digit hex would parse as an int
     return settings_for(tmp_path, *extra)
 
 
