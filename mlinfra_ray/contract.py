@@ -149,20 +149,14 @@ def _kind(col: ColumnSpec) -> str:
 
 
 def _normalize(text: pa.Array, steps: list[str]) -> pa.Array:
+    from mlinfra_ray.text_kernels import edge_bytes
+
     for step in steps:
-        if step == "trim" and not _may_need_trim(text):
+        if step == "trim" and not edge_bytes(text):  # two bytes per value, in Arrow's buffers
             continue  # the usual case: trimming would copy every value for nothing
         text = {"trim": pc.utf8_trim_whitespace, "lower": pc.utf8_lower,
                 "upper": pc.utf8_upper}[step](text)
     return text
-
-
-def _may_need_trim(text: pa.Array) -> bool:
-    """Does any value start or end with whitespace (or a non-ASCII byte, which might be Unicode
-    whitespace)? Looks at two bytes per value in Arrow's buffers instead of rewriting them."""
-    from mlinfra_ray.text_kernels import edge_bytes
-
-    return edge_bytes(text)
 
 
 def _cast(text: pa.Array, col: ColumnSpec) -> tuple[pa.Array, pa.Array, list[Check]]:

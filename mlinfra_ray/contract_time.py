@@ -44,7 +44,7 @@ def parse_timestamp(text: pa.Array, col) -> tuple[pa.Array, pa.Array, list[Check
                                         formats)
     parsed = state == PARSED
     local_formats = [k for k, f in enumerate(formats) if not _utc(f, col.timezone)]
-    local = parsed & (which >= 0) & np.isin(which, local_formats)
+    local = parsed & np.isin(which, local_formats)  # epochs (which == -1) are UTC already
     result = pa.array(micros, pa.timestamp("us"), mask=~(parsed & ~local)).cast(ARROW_TYPES["timestamp"])
     ambiguous = None
     for k in np.unique(which[local]):  # formats read as local time in the contract's timezone

@@ -26,16 +26,20 @@ DIRECTIVES = {"Y": (0, 4), "m": (1, 2), "d": (2, 2), "H": (3, 2), "M": (4, 2), "
 META = set(".^$*+?()[]{}|\\")
 
 
-def buffers(text: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(int32 offsets, bytes, validity) of a text array, zero-copy for `string` except the
-    validity."""
+def buffers(text: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(int32 offsets, bytes) of a text array, zero-copy for `string` and `binary`."""
     if not (pa.types.is_string(text.type) or pa.types.is_binary(text.type)):  # same layout
         text = text.cast(pa.string())
     n = len(text)
     bufs = text.buffers()
     off = np.frombuffer(bufs[1], np.int32, n + 1, text.offset * 4) if n else np.zeros(1, np.int32)
     data = np.frombuffer(bufs[2], np.uint8) if len(bufs) > 2 and bufs[2] is not None else np.zeros(1, np.uint8)
-    return off, data, text.is_valid().to_numpy(zero_copy_only=False)
+    return off, data
+
+
+def _valid(text: pa.Array) -> np.ndarray:
+    """Validity as numpy bools (a copy: only for the kernels that need it)."""
+    return text.is_valid().to_numpy(zero_copy_only=False)
 
 
 # --- regexes ----------------------------------------------------------------------------------
@@ -46,8 +50,7 @@ def regex_match(text: pa.Array, regex: str) -> pa.Array:
     table = fixed_pattern(regex)
     if table is None:
         return pc.match_substring_regex(text, regex)
-    off, data, valid = buffers(text)
-    return pa.array(_match_fixed(off, data, table), mask=~valid)
+    return pa.array(_match_fixed(*buffers(text), table), mask=~_valid(text))
 
 
 @lru_cache(maxsize=256)
@@ -156,8 +159,7 @@ def edge_bytes(text: pa.Array) -> bool:
     might be Unicode whitespace)? Stops at the first one."""
     if len(text) == 0:
         return False
-    off, data, _ = buffers(text)
-    return bool(_edge_bytes(off, data))
+    return bool(_edge_bytes(*buffers(text)))
 
 
 @numba.njit(cache=True, nogil=True)
@@ -174,8 +176,7 @@ def _edge_bytes(off, data):
 def fnv64(text: pa.Array, seed: np.uint64, prime: np.uint64) -> np.ndarray:
     """uint64 per value: FNV-style mixing of its bytes read as little-endian 8-byte words, the
     length folded into the seed (nulls hash like the empty string). See mlinfra_ray/fingerprint.py."""
-    off, data, _ = buffers(text)
-    return _fnv64(off, data, np.uint64(seed), np.uint64(prime))
+    return _fnv64(*buffers(text), np.uint64(seed), np.uint64(prime))
 
 
 @numba.njit(cache=True, nogil=True)
@@ -201,8 +202,7 @@ def _fnv64(off, data, seed, prime):
 def decimal_shape(text: pa.Array, floating: bool) -> pa.Array:
     """Per value, does it look like a number Arrow's cast parses — the float grammar
     `^[+-]?(\\d+(\\.\\d*)?|\\.\\d+)([eE][+-]?\\d+)?$` or the int grammar `^-?\\d+$`? False for null."""
-    off, data, valid = buffers(text)
-    return pa.array(_decimal(off, data, floating) & valid)
+    return pa.array(_decimal(*buffers(text), floating) & _valid(text))
 
 
 @numba.njit(cache=True, nogil=True)
@@ -259,7 +259,7 @@ def first_format(text: pa.Array, epochs: list[tuple[int, int, int]],
     (strptime, glibc and musl alike, must match such a literal exactly); anything else, or a
     format outside the kernel's subset → ASK (only strptime can judge it). Outcome NULL for
     null, PARSED, REJECTED (no format can read it) or ASK."""
-    off, data, valid = buffers(text)
+    off, data = buffers(text)
     spec = np.array(epochs, np.int64).reshape(-1, 3)
     compiled = [strict_format(f) for f in formats]
     width = max([len(c[0]) for c in compiled if c is not None] + [1])
@@ -271,7 +271,7 @@ def first_format(text: pa.Array, epochs: list[tuple[int, int, int]],
         if c is not None:
             layouts[k, :len(c[0])], required[k, :len(c[1])] = c
             sizes[k] = len(c[0]), len(c[1])
-    return _first_format(off, data, valid, spec, layouts, required, sizes)
+    return _first_format(off, data, _valid(text), spec, layouts, required, sizes)
 
 
 @lru_cache(maxsize=64)
