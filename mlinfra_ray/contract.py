@@ -12,6 +12,8 @@ Dictionary-encoded input (low-cardinality CSV columns) is checked once per disti
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -29,8 +31,8 @@ SPLIT_INFO, EXTRA = "_split_info", "_extra"
 REASONS, RAW = "_reasons", "_raw"
 PASSTHROUGH = (SOURCE, LINE, SPLIT, SPLIT_INFO, EXTRA)  # reader bookkeeping kept on every row
 EXTRA_TYPE = pa.list_(pa.struct([("k", pa.string()), ("v", pa.string())]))  # unknown columns, per row
-FLOAT_RE = r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$"  # exactly what Arrow's casts parse:
-INT_RE = r"^-?\d+$"  # the regex path and the direct-cast path must agree ("+5" is a float, not an int)
+FLOAT_RE = r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$"  # exactly what Arrow's casts parse
+INT_RE = r"^-?\d+$"  # (text_kernels.parse_number reads these grammars; "+5" is a float, not an int)
 TRUE, FALSE = ["true", "1", "yes", "t", "y"], ["false", "0", "no", "f", "n"]
 
 
@@ -138,10 +140,21 @@ def _value_checks(values: pa.Array, parsed: pa.Array, col: ColumnSpec) -> list[C
         ok = pc.is_in(values, value_set=pa.array(col.allowed).cast(ARROW_TYPES[col.type]))
         checks.append((pc.and_(parsed, pc.invert(ok)), f"enum:{col.name}"))
     if col.min is not None:
-        checks.append((pc.fill_null(pc.less(values, col.min), False), f"range:{col.name}"))
+        checks.append((pc.fill_null(pc.less(values, _bound(col.min, values, math.ceil)), False),
+                       f"range:{col.name}"))
     if col.max is not None:
-        checks.append((pc.fill_null(pc.greater(values, col.max), False), f"range:{col.name}"))
+        checks.append((pc.fill_null(pc.greater(values, _bound(col.max, values, math.floor)), False),
+                       f"range:{col.name}"))
     return checks
+
+
+def _bound(limit: float, values: pa.Array, to_int) -> float | pa.Scalar:
+    """A range limit in the values' own type where that is exact: comparing int64 values with a
+    float makes Arrow cast the column to double, which fails beyond 2**53. For ints, v < 0.5 is
+    v < ceil(0.5) and v > 2.5 is v > floor(2.5)."""
+    if pa.types.is_integer(values.type) and math.isfinite(limit):
+        return pa.scalar(int(to_int(limit)), values.type)
+    return limit
 
 
 def _kind(col: ColumnSpec) -> str:
@@ -163,15 +176,10 @@ def _cast(text: pa.Array, col: ColumnSpec) -> tuple[pa.Array, pa.Array, list[Che
     """(typed values, parsed-ok mask, extra checks); bad values become null, never an exception."""
     if col.type == "string":
         return text, pc.is_valid(text), []
-    if col.type in ("float", "int"):
-        try:  # fast path: every present value is a number (Arrow's own parser decides)
-            values = text.cast(ARROW_TYPES[col.type])
-            ok = pc.is_valid(values)
-        except pa.ArrowInvalid:  # some garbage: find it (FLOAT_RE / INT_RE's grammar), cast the rest
-            from mlinfra_ray.text_kernels import decimal_shape
+    if col.type in ("float", "int"):  # Arrow's number grammar, value by value, in one pass
+        from mlinfra_ray.text_kernels import parse_number
 
-            ok = decimal_shape(text, floating=col.type == "float")
-            values = set_nulls(text, ok).cast(ARROW_TYPES[col.type])
+        values, ok = parse_number(text, floating=col.type == "float")
         if col.type == "float" and values.null_count < len(values):  # "nan", "1e999": not usable numbers
             finite = pc.fill_null(pc.is_finite(values), False)
             if not pc.all(pc.or_(finite, pc.is_null(values))).as_py():

@@ -199,10 +199,42 @@ def _fnv64(off, data, seed, prime):
 
 # --- numbers ----------------------------------------------------------------------------------
 
-def decimal_shape(text: pa.Array, floating: bool) -> pa.Array:
-    """Per value, does it look like a number Arrow's cast parses — the float grammar
-    `^[+-]?(\\d+(\\.\\d*)?|\\.\\d+)([eE][+-]?\\d+)?$` or the int grammar `^-?\\d+$`? False for null."""
-    return pa.array(_decimal(*buffers(text), floating) & _valid(text))
+def parse_number(text: pa.Array, floating: bool) -> tuple[pa.Array, pa.Array]:
+    """(values, ok): `text` read as float64 (`floating`) or int64 exactly as Arrow's cast reads it,
+    value by value. ok is false for null and for text outside the grammar — the float grammar
+    `^[+-]?(\\d+(\\.\\d*)?|\\.\\d+)([eE][+-]?\\d+)?$` or the int grammar `^-?\\d+$` (Arrow's
+    own) — and for an int outside int64; its value is then null. One bad value never fails the
+    column (Arrow's cast raises for the whole array).
+
+    Exactness: up to 18 significant digits an int is exact in int64; a float whose significant
+    digits w ≤ 2**53 and a decimal exponent e in [-22, 22] is w·10**e, and w and 10**|e|
+    are both exact doubles, so one IEEE multiply or divide is correctly rounded (Clinger's fast
+    path, the one Arrow's parser takes too). Anything else (long digit strings, big exponents,
+    subnormals) is handed to Arrow's cast (ints to Python's int: same grammar, same range)."""
+    off, data = buffers(text)
+    values = np.zeros(len(off) - 1, np.float64 if floating else np.int64)
+    state = _number(off, data, _valid(text), floating, values)
+    ask = np.flatnonzero(state == ASK)
+    if len(ask):  # rare: settle each value the way Arrow would
+        strings = text.take(pa.array(ask)).cast(pa.string()).to_pylist()
+        if floating:
+            for i, s in zip(ask, strings, strict=True):
+                try:
+                    values[i], state[i] = pa.scalar(s).cast(pa.float64()).as_py(), PARSED
+                except pa.ArrowInvalid:
+                    state[i] = REJECTED
+        else:
+            for i, s in zip(ask, strings, strict=True):
+                v = int(s)
+                if -(1 << 63) <= v < (1 << 63):
+                    values[i], state[i] = v, PARSED
+                else:
+                    state[i] = REJECTED
+    ok = state == PARSED
+    return pa.array(values, mask=~ok), pa.array(ok)
+
+
+POW10 = np.array([10.0 ** k for k in range(23)])  # all exact doubles
 
 
 @numba.njit(cache=True, nogil=True)
@@ -214,36 +246,77 @@ def _digits(data, p, end):
 
 
 @numba.njit(cache=True, nogil=True)
-def _decimal(off, data, floating):
+def _number(off, data, valid, floating, values):
     n = len(off) - 1
-    out = np.zeros(n, np.bool_)
+    state = np.zeros(n, np.int8)  # NULL (also: outside the grammar), PARSED, REJECTED, ASK
+    pow10 = POW10
     for i in range(n):
+        if not valid[i]:
+            continue
         p, end = off[i], off[i + 1]
-        if p < end and (data[p] == 45 or (floating and data[p] == 43)):  # - or (float) +
+        state[i] = REJECTED
+        neg = p < end and data[p] == 45  # -
+        if p < end and (neg or (floating and data[p] == 43)):  # - or (float) +
             p += 1
+        w, sig, e10, long = 0, 0, 0, False  # mantissa, its significant digits, exponent
         q = _digits(data, p, end)
         whole = q > p
-        if not floating:
-            out[i] = whole and q == end
-            continue
+        for j in range(p, q):
+            d = data[j] - 48
+            if sig < 18:  # 18 digits cannot overflow int64
+                w = w * 10 + d
+                sig += 1 if (sig or d) else 0
+            else:
+                long = True
+                e10 += 1
         p = q
+        if not floating:
+            if not whole or p != end:
+                continue
+            if long:
+                state[i] = ASK
+            else:
+                values[i], state[i] = -w if neg else w, PARSED
+            continue
         frac = False
         if p < end and data[p] == 46:  # .
             q = _digits(data, p + 1, end)
             frac = q > p + 1
+            for j in range(p + 1, q):
+                d = data[j] - 48
+                if sig < 18:
+                    w = w * 10 + d
+                    sig += 1 if (sig or d) else 0
+                    e10 -= 1
+                elif d:
+                    long = True
             p = q
         if not (whole or frac):
             continue
         if p < end and (data[p] == 101 or data[p] == 69):  # e E
             p += 1
-            if p < end and (data[p] == 43 or data[p] == 45):
+            eneg = p < end and data[p] == 45
+            if p < end and (eneg or data[p] == 43):
                 p += 1
             q = _digits(data, p, end)
             if q == p:
                 continue
+            e = 0
+            for j in range(p, q):
+                if e < 100000:  # beyond any double's range either way: Arrow decides
+                    e = e * 10 + data[j] - 48
+            e10 += -e if eneg else e
             p = q
-        out[i] = p == end
-    return out
+        if p != end:
+            continue
+        if w == 0 and not long:
+            values[i], state[i] = -0.0 if neg else 0.0, PARSED
+        elif long or w > 9007199254740992 or e10 < -22 or e10 > 22:
+            state[i] = ASK
+        else:
+            v = w * pow10[e10] if e10 >= 0 else w / pow10[-e10]
+            values[i], state[i] = -v if neg else v, PARSED
+    return state
 
 
 # --- timestamps -------------------------------------------------------------------------------

@@ -75,6 +75,9 @@ def test_local_time_zones_and_dst_are_never_guessed():
     ({"user_id": "??"}, "regex:user_id"),
     ({"is_fraud": "2"}, "range:is_fraud"),
     ({"is_fraud": "1.0"}, "type:is_fraud"),
+    ({"is_fraud": "99999999999999999999"}, "type:is_fraud"),  # past int64: once failed the whole batch
+    ({"is_fraud": "-9223372036854775808"}, "range:is_fraud"),  # past 2**53: once failed the range check
+    ({"amount": "0.000000000000000000000000001"}, "range:amount"),  # read by Arrow, not the fast path
     ({"device_age_days": "old"}, "type:device_age_days"),
 ])
 def test_defects_get_reason_codes(changes, reason):

@@ -4,6 +4,8 @@ boundary (right shape, one byte off, padding, out-of-range fields, non-ASCII, nu
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -19,9 +21,9 @@ from mlinfra_ray.text_kernels import (
     NULL,
     PARSED,
     REJECTED,
-    decimal_shape,
     first_format,
     fixed_pattern,
+    parse_number,
     regex_match,
     strict_format,
 )
@@ -70,13 +72,80 @@ def test_regex_match_on_sliced_and_empty_arrays():
     assert regex_match(_text([None, ""]), "^[A-Z]{0}$").to_pylist() == [None, True]
 
 
+def _arrow_number(value: str | None, floating: bool) -> tuple[bool, float | int | None]:
+    """Arrow's cast of one value: (parsed, value); the reference the kernel must equal. Arrow also
+    reads the words nan/inf/infinity; the kernel rejects them (the contract rejects non-finite
+    numbers either way, as `type:<column>`)."""
+    if value is None:
+        return False, None
+    try:
+        out = pa.scalar(value, pa.string()).cast(pa.float64() if floating else pa.int64()).as_py()
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return False, None
+    if floating and not np.isfinite(out) and not re.fullmatch(FLOAT_RE[1:-1], value):
+        return False, None
+    return True, out
+
+
+def _same(a, b) -> bool:
+    """Equal as stored: bit patterns for floats (-0.0 is not 0.0, NaN equals NaN)."""
+    if isinstance(a, float) and isinstance(b, float):
+        return np.float64(a).view(np.int64) == np.float64(b).view(np.int64)
+    return a == b and type(a) is type(b)
+
+
+@st.composite
+def near_numbers(draw):
+    """Decimal text near the kernel's edges: 1-25 digits (the exact path stops at 18 significant
+    digits and 2**53), leading/trailing zeros, exponents around ±22 and far beyond, signs."""
+    digits = draw(st.text("0123456789", min_size=1, max_size=25))
+    text = draw(st.sampled_from(["", "-", "+", "--"])) + digits
+    if draw(st.booleans()):
+        text = text[:len(text) // 2] + "." + text[len(text) // 2:] + draw(st.text("0", max_size=6))
+    if draw(st.booleans()):
+        exp = draw(st.one_of(st.integers(-30, 30), st.integers(-400, 400), st.integers(-10**6, 10**6)))
+        text += draw(st.sampled_from(["e", "E"])) + draw(st.sampled_from(["", "+"])) * (exp >= 0) + str(exp)
+    return text
+
+
+@SETTINGS
+@given(st.booleans(), st.lists(st.one_of(st.none(), near_numbers(), st.text("0123456789+-.eE x", max_size=10),
+                                         st.text(max_size=4)), max_size=40))
+def test_parse_number_equals_arrow_value_by_value(floating, values):
+    text = _text(values)
+    got, ok = parse_number(text, floating)
+    for value, parsed, kernel_ok in zip(values, got.to_pylist(), ok.to_pylist(), strict=True):
+        want_ok, want = _arrow_number(value, floating)
+        assert kernel_ok == want_ok, value
+        assert _same(parsed, want), (value, parsed, want)
+
+
 @SETTINGS
 @given(st.booleans(), st.lists(st.one_of(st.none(), st.text("0123456789+-.eE x", max_size=10),
                                          st.text(max_size=4)), max_size=40))
-def test_decimal_shape_equals_the_contract_regexes(floating, values):
+def test_parse_number_reads_the_contract_grammar(floating, values):
+    """ok == the documented grammar (FLOAT_RE / INT_RE), ints also within int64."""
     text = _text(values)
-    expected = pc.fill_null(pc.match_substring_regex(text, FLOAT_RE if floating else INT_RE), False)
-    assert decimal_shape(text, floating).equals(expected)
+    shape = pc.fill_null(pc.match_substring_regex(text, FLOAT_RE if floating else INT_RE), False).to_pylist()
+    expected = [s and (floating or -(1 << 63) <= int(v) < (1 << 63))
+                for s, v in zip(shape, values, strict=True)]
+    assert parse_number(text, floating)[1].to_pylist() == expected
+
+
+def test_parse_number_edges():
+    floats = ["-0", "+5", "1.", ".5", "0.1", "1e22", "9007199254740993", "1e23", "1e-400", "4.9e-324",
+              "1e999", "0e999999999999", "123456789012345678901234", "0.300000000000000000000001", "-0e5",
+              "nan", "1e", "."]
+    got, ok = parse_number(_text(floats), floating=True)
+    for value, parsed, kernel_ok in zip(floats, got.to_pylist(), ok.to_pylist(), strict=True):
+        want_ok, want = _arrow_number(value, True)
+        assert kernel_ok == want_ok and _same(parsed, want), value
+    assert ok.to_pylist()[-3:] == [False, False, False]
+    ints = ["9223372036854775807", "-9223372036854775808", "9223372036854775808", "99999999999999999999",
+            "-0", "007", "+5", "1.0", ""]
+    got, ok = parse_number(_text(ints), floating=False)
+    assert got.to_pylist() == [2**63 - 1, -2**63, None, None, 0, 7, None, None, None]
+    assert ok.to_pylist() == [True, True, False, False, True, True, False, False, False]
 
 
 @pytest.mark.parametrize("fmt, supported", [
@@ -175,7 +244,7 @@ def test_kernels_read_sliced_and_dictionary_encoded_text():
     base = _text(["junk", "1.5", "x", None, "2024-01-05T10:11:12Z", "05/01/2024 10:11", "1700000000"])
     text = base.slice(1)
     expected = pc.fill_null(pc.match_substring_regex(text, FLOAT_RE), False)
-    assert decimal_shape(text, floating=True).equals(expected)
+    assert parse_number(text, floating=True)[1].equals(expected)
     col = COLUMNS[0]
     got, want = parse_timestamp(text, col), parse_arrow(text, col)
     assert got[0].equals(want[0]) and got[0].null_count == 3
