@@ -400,39 +400,42 @@ def _days_from_civil(y, m, d):
 def _first_format(off, data, valid, epochs, layouts, required, sizes):
     n = len(off) - 1
     values, which, state = np.zeros(n, np.int64), np.full(n, -1, np.int8), np.zeros(n, np.int8)
+    slots, literals = layouts[:, :, 0].copy(), layouts[:, :, 1].copy()  # 2-D: cheaper to index
     f = np.zeros(6, np.int64)
     seen = np.full(256, -1, np.int64)
     for i in range(n):
         if not valid[i]:
             continue
         a, b = off[i], off[i + 1]
-        if epochs.shape[0] and a < b <= a + 18 and _digits(data, a, b) == b:  # 18 digits fit int64
-            factor = 0
-            for r in range(epochs.shape[0]):
-                if epochs[r, 0] <= b - a <= epochs[r, 1]:
-                    factor = epochs[r, 2]
-                    break
-            if factor:
-                v = 0
-                for p in range(a, b):
-                    v = v * 10 + (data[p] - 48)
-                if v <= 9223372036854775807 // factor:
+        if epochs.shape[0] and a < b <= a + 18:  # 18 digits fit int64; digits read in the same pass
+            v, p = 0, a
+            while p < b and 48 <= data[p] <= 57:
+                v = v * 10 + (data[p] - 48)
+                p += 1
+            if p == b:
+                factor = 0
+                for r in range(epochs.shape[0]):
+                    if epochs[r, 0] <= b - a <= epochs[r, 1]:
+                        factor = epochs[r, 2]
+                        break
+                if factor and v <= 9223372036854775807 // factor:
                     values[i], state[i] = v * factor, 1
                     continue
         state[i] = 2
         seen_done = False
-        for k in range(layouts.shape[0]):
+        for k in range(slots.shape[0]):
             width, nreq = sizes[k, 0], sizes[k, 1]
             if width < 0:  # no kernel for this format
                 which[i], state[i] = k, 3
                 break
             ok = b - a == width
             if ok:
-                f[:] = 0
+                for t in range(6):
+                    f[t] = 0
                 for j in range(width):
-                    c, slot = data[a + j], layouts[k, j, 0]
+                    c, slot = data[a + j], slots[k, j]
                     if slot < 0:
-                        if c != layouts[k, j, 1]:
+                        if c != literals[k, j]:
                             ok = False
                             break
                     elif 48 <= c <= 57:
