@@ -7,6 +7,7 @@ and cuts them into random byte-range splits; no Ray, the same functions the Ray 
 """
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -21,18 +22,31 @@ from mlinfra_ray.routing import CLEAN, DUPLICATE, QUARANTINED, route
 from tests.unit.test_contract import GOOD
 
 CONTRACT = compose_settings([]).contract
+# Raise for a deeper hunt: at 500, this test found both int-column crashes that 76b5ccb fixed (an
+# int past int64, one past 2**53 in a range check) on the code before it; at 100-150 it did not.
+EXAMPLES = int(os.environ.get("MLINFRA_PROPERTY_EXAMPLES", 100))
 FIELDS = list(GOOD)
-MESSY_VALUES = st.sampled_from(["", " ", "n/a", "-1", "1e999", "12,5", '"quoted"', "yesterday", "1767323045",
-                                "02/01/2026 03:04", " WEB ", "US", "us", "é", "tx00000001", "0", "1", "nan"])
+MESSY_VALUES = st.one_of(
+    st.sampled_from(["", " ", "n/a", "-1", "1e999", "12,5", '"quoted"', "yesterday", "1767323045",
+                     "02/01/2026 03:04", " WEB ", "US", "us", "é", "tx00000001", "0", "1", "nan",
+                     "99999999999999999999", "-9223372036854775809", "1e-400", "0x1F", "2026-01-02", "true",
+                     "1_000", "\t1\t", "∞"]),
+    st.text(max_size=6))  # anything at all
+NUMBERS = st.one_of(st.integers(-10**25, 10**25).map(str), st.floats(allow_nan=False).map(repr),  # any size
+                    st.from_regex(r"-?[0-9]{1,25}(\.[0-9]{0,5})?([eE]-?[0-9]{1,4})?", fullmatch=True))
+NUMERIC_FIELDS = ["event_time", "amount", "distance_from_home_km", "device_age_days", "is_fraud"]
 
 
 @st.composite
 def messy_line(draw, fmt: str, ids: list[str]) -> str:
-    kind = draw(st.sampled_from(["good", "good", "good", "messy", "few", "many", "quote", "blank", "resend"]))
+    kind = draw(st.sampled_from(["good", "good", "good", "messy", "number", "few", "many", "quote", "blank",
+                                 "resend"]))
     row = {**GOOD, "transaction_id": draw(st.sampled_from(ids))}
     if kind == "messy":
         for field in draw(st.lists(st.sampled_from(FIELDS), min_size=1, max_size=3)):
             row[field] = draw(MESSY_VALUES)
+    if kind == "number":  # a number too long, too big or too small for its column
+        row[draw(st.sampled_from(NUMERIC_FIELDS))] = draw(NUMBERS)
     if kind == "blank":
         return ""
     if fmt == "jsonl":
@@ -65,7 +79,7 @@ def messy_file(draw) -> tuple[str, str]:
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(messy_file(), st.sampled_from([211, 1 << 20]))
 def test_every_line_is_accounted_for_exactly_once(tmp_path, monkeypatch, case, split_bytes):
     fmt, text = case
