@@ -20,6 +20,7 @@ from mlinfra_ray.settings import ContractSettings
 BARS = " ▁▂▃▄▅▆▇█"
 BINS = 20
 EXAMPLES = 3  # per reason
+SAMPLE = 10_000  # rows looked at to choose how to count a text column's values
 
 
 def profile_columns(table: pa.Table) -> dict[str, dict[str, Any]]:
@@ -30,29 +31,37 @@ def profile_columns(table: pa.Table) -> dict[str, dict[str, Any]]:
         if name.startswith("_"):
             continue
         col = table.column(name)
-        stats: dict[str, Any] = {"type": str(col.type), "null_pct": round(100 * col.null_count / n, 3),
-                                 "distinct": _distinct(col)}
-        if pa.types.is_integer(col.type) or pa.types.is_floating(col.type):
-            stats.update(_numeric(col))
-        elif pa.types.is_timestamp(col.type):
-            stats.update(_temporal(col))
-        elif stats["distinct"] <= max(1000, n // 10):  # a key-like column has no "top values"
-            stats["top"] = _top(col)
+        stats: dict[str, Any] = {"type": str(col.type), "null_pct": round(100 * col.null_count / n, 3)}
+        if pa.types.is_integer(col.type) or pa.types.is_floating(col.type) or pa.types.is_timestamp(col.type):
+            stats.update(_ordered(col))
+        else:
+            stats.update(_categories(col, top_below=max(1000, n // 10)))  # keys have no "top values"
         out[name] = stats
     return out
 
 
-def _distinct(col: pa.ChunkedArray) -> int:
-    """Exact for numbers and times; for text, distinct 64-bit fingerprints (a hash table over
-    millions of strings is the slowest part of profiling; collisions are ~1e-7 at 10M values)."""
-    if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
-        return pc.count_distinct(col).as_py()
+def _categories(col: pa.ChunkedArray, top_below: int) -> dict[str, Any]:
+    """Distinct count, and the most frequent values when there are fewer than `top_below`.
+
+    A strided sample picks the method: few distinct values in it → one exact value_counts gives
+    both numbers (−50 ms per enum-like column of 2.7M rows); many → distinct 64-bit
+    fingerprints (a hash table over millions of keys is the slowest part of profiling;
+    collisions are ~1e-7 at 10M values), exact for anything but text."""
     values = col.drop_null()
-    return int(len(np.unique(fingerprint(values)))) if len(values) else 0
+    step = max(1, len(values) // SAMPLE)
+    if len(values) and pc.count_distinct(values.take(pa.array(np.arange(0, len(values), step)))).as_py() \
+            <= SAMPLE // 100:
+        counts = pc.value_counts(values)
+        return {"distinct": len(counts), **({"top": _top(counts)} if len(counts) <= top_below else {})}
+    if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+        distinct = int(len(np.unique(fingerprint(values)))) if len(values) else 0
+    else:
+        distinct = pc.count_distinct(values).as_py()
+    return {"distinct": distinct, **({"top": _top(pc.value_counts(values))} if distinct <= top_below else {})}
 
 
-def _top(col: pa.ChunkedArray, k: int = 8) -> dict[str, int]:
-    counts = pc.value_counts(col.drop_null())
+def _top(counts: pa.StructArray, k: int = 8) -> dict[str, int]:
+    """The k most frequent of `value_counts` output."""
     if not len(counts):
         return {}
     best = pc.select_k_unstable(counts.field("counts"), k=min(k, len(counts)),
@@ -61,23 +70,30 @@ def _top(col: pa.ChunkedArray, k: int = 8) -> dict[str, int]:
                                       counts.field("counts").take(best).to_pylist(), strict=True)}
 
 
-def _numeric(col: pa.ChunkedArray) -> dict[str, Any]:
-    values = col.drop_null().to_numpy().astype(np.float64)
+def _ordered(col: pa.ChunkedArray) -> dict[str, Any]:
+    """Numbers and times, from one sort: exact distinct count, range, histogram (Arrow's
+    count_distinct alone took 0.39 s for 2.7M timestamps; the sort ~0.05 s)."""
+    values = col.drop_null()
     if not len(values):
-        return {}
-    lo, hi = np.percentile(values, [0.5, 99.5])  # heavy tails would squash every bar into one
-    counts, edges = np.histogram(values, bins=BINS, range=(lo, hi) if hi > lo else None)
-    return {"min": float(values.min()), "max": float(values.max()), "mean": float(values.mean()),
+        return {"distinct": 0}
+    temporal = pa.types.is_timestamp(values.type)
+    x = values.cast(pa.int64()).to_numpy() if temporal else values.to_numpy()
+    ordered = np.sort(x)
+    distinct = 1 + int(np.count_nonzero(ordered[1:] != ordered[:-1]))  # (the contract lets no NaN in)
+    return {"distinct": distinct, **(_temporal(values, ordered) if temporal else _numeric(x, ordered))}
+
+
+def _numeric(x: np.ndarray, ordered: np.ndarray) -> dict[str, Any]:
+    x, ordered = x.astype(np.float64, copy=False), ordered.astype(np.float64, copy=False)
+    lo, hi = np.percentile(ordered, [0.5, 99.5])  # heavy tails would squash every bar into one
+    counts, edges = np.histogram(ordered, bins=BINS, range=(lo, hi) if hi > lo else None)
+    return {"min": float(ordered[0]), "max": float(ordered[-1]), "mean": float(x.mean()),
             "histogram": counts.tolist(), "edges": [round(float(e), 6) for e in edges],
             "histogram_range": "p0.5–p99.5"}
 
 
-def _temporal(col: pa.ChunkedArray) -> dict[str, Any]:
-    values = col.drop_null()
-    if not len(values):
-        return {}
-    seconds = pc.cast(values, pa.int64()).to_numpy() / 1e6
-    counts, edges = np.histogram(seconds, bins=BINS)
+def _temporal(values: pa.ChunkedArray, ordered: np.ndarray) -> dict[str, Any]:
+    counts, edges = np.histogram(ordered / 1e6, bins=BINS)
     mm = pc.min_max(values)
     return {"min": str(mm["min"].as_py()), "max": str(mm["max"].as_py()), "histogram": counts.tolist(),
             "edges": [time.strftime("%Y-%m-%d %H:%M", time.gmtime(e)) for e in edges]}
