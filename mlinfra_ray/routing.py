@@ -8,6 +8,7 @@ in the order the writer wants (event time), instead of a filtered copy followed 
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -126,10 +127,11 @@ def _combined(col: pa.Array | pa.ChunkedArray) -> pa.Array:
 
 def _gather(table: pa.Table, rows: np.ndarray, extras: list[str]) -> pa.Table:
     """Take `rows` of the clean columns, one column per thread (Arrow releases the GIL), plus the
-    named unknown columns as strings."""
+    named unknown columns as strings. One thread per CPU: random-order takes are memory-bound, and
+    4 threads on 2 CPUs took 0.71-1.13 s for 2.7M time-sorted rows against 0.45 s with 2."""
     names = [c for c in table.column_names if c not in DROP]
     index = pa.array(rows, pa.int64())
-    with ThreadPoolExecutor(max_workers=4) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, min(len(names), os.cpu_count() or 1, 8))) as pool:
         columns = list(pool.map(lambda c: table.column(c).take(index), names))
     clean = pa.Table.from_arrays(columns, names=names)
     if extras:
