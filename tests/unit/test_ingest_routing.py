@@ -7,13 +7,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mlinfra_ray import lake
 from mlinfra_ray.compose import compose_settings
 from mlinfra_ray.contract import EXTRA, EXTRA_TYPE, apply_contract
 from mlinfra_ray.fingerprint import fingerprint, repeated
 from mlinfra_ray.ingest import DataQualityError, read_clean, route_and_write
-from mlinfra_ray.routing import DUPLICATE, KEY_FP, QUARANTINED, route
+from mlinfra_ray.routing import DUPLICATE, KEY_FP, QUARANTINED, route, stable_argsort
 from tests.unit.test_contract import GOOD
 
 CONTRACT = compose_settings([]).contract
@@ -158,3 +160,10 @@ def test_a_lake_in_the_old_single_file_layout_is_rebuilt(tmp_path):
     r = route_and_write(batch(rows()), [], tmp_path, CONTRACT)
     assert r.clean == 20 and read_clean(str(tmp_path), CONTRACT).num_rows == 20
     assert pq.read_table(tmp_path / "quarantine.parquet").num_rows == 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(-3, 3), max_size=60), st.integers(0, 2**40))
+def test_stable_argsort_is_numpys_stable_argsort(small, scale):
+    keys = np.array(small, np.int64) * scale  # few distinct values: long runs of ties
+    assert stable_argsort(keys).tolist() == np.argsort(keys, kind="stable").tolist()
