@@ -13,12 +13,33 @@ numba is imported here, and this module is imported lazily, on the first batch t
 
 from __future__ import annotations
 
+import os
+import tempfile
 from functools import lru_cache
 
 import numba
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from numba.core import caching
+
+
+def _cache_probe() -> None:
+    """Stands in for the kernels below when asking numba where it could cache them."""
+
+
+def _ensure_cache_location() -> None:
+    """`cache=True` makes numba look for a writable directory when a kernel is *defined* (here,
+    on import): $NUMBA_CACHE_DIR, else __pycache__ next to this file, else the user's cache
+    directory; with none (a read-only install and an unwritable home, as in hardened containers)
+    the import fails. Then use a per-user temp directory. Asks numba's own locators (the same
+    write test it makes), so the answer cannot drift from numba's."""
+    if any(cls.from_function(_cache_probe, __file__) is not None for cls in caching.CacheImpl._locator_classes):
+        return
+    numba.config.CACHE_DIR = os.path.join(tempfile.gettempdir(), f"mlinfra-numba-{os.getuid()}")
+
+
+_ensure_cache_location()
 
 NULL, PARSED, REJECTED, ASK = 0, 1, 2, 3  # per-value outcome of a timestamp kernel
 # strptime directives the strict timestamp kernel reads: (field slot, digits)

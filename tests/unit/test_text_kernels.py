@@ -4,7 +4,10 @@ boundary (right shape, one byte off, padding, out-of-range fields, non-ASCII, nu
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pyarrow as pa
@@ -250,3 +253,27 @@ def test_kernels_read_sliced_and_dictionary_encoded_text():
     assert got[0].equals(want[0]) and got[0].null_count == 3
     coded = pa.array(["tx00000001", "bad", "tx00000001", None]).dictionary_encode()
     assert regex_match(coded.dictionary, "^tx[0-9]{8}$").to_pylist() == [True, False]
+
+
+def test_kernels_load_without_a_writable_cache_directory(tmp_path):
+    """A read-only install with an unwritable home (hardened containers): numba finds nowhere to
+    cache the kernels, which used to fail the import; they now cache in a per-user temp dir."""
+    code = """
+import tempfile, numba
+from numba.core import caching
+real = caching._CacheLocator.ensure_cache_path
+def only_temp(self):  # every location numba tries is read-only, except the fallback
+    if not self.get_cache_path().startswith(tempfile.gettempdir() + "/mlinfra-numba-"):
+        raise OSError("read-only file system")
+    return real(self)
+caching._CacheLocator.ensure_cache_path = only_temp
+import pyarrow as pa
+from mlinfra_ray.text_kernels import regex_match
+assert regex_match(pa.array(["tx00000001", "x"]), "^tx[0-9]{8}$").to_pylist() == [True, False]
+print(numba.config.CACHE_DIR)
+"""
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"} | {"TMPDIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().startswith(str(tmp_path / "mlinfra-numba-"))
+    assert any((tmp_path).glob("mlinfra-numba-*/**/*.nbi"))  # the kernels really were cached there
