@@ -25,6 +25,7 @@ from mlinfra_ray.contract import LINE, PARSE_ERROR, RAW_TEXT
 
 JSON_TYPES = (pa.types.is_string, pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean,
               pa.types.is_null)
+LINE_CHUNK = 1 << 18  # bytes per newline count step
 BLOCK = 16 << 20  # pyarrow block size, at least: one block per split (a chunk seam costs a contract pass)
 
 
@@ -40,9 +41,11 @@ def line_count(data: bytes, lo: int, hi: int) -> int:
     """Physical lines in data[lo:hi] (a last line without a newline counts too)."""
     if hi <= lo:
         return 0
-    # numpy's vectorized compare + count: 2 ms per 16 MB against 6.5 for bytes.count
-    newlines = np.count_nonzero(np.frombuffer(data, np.uint8, hi - lo, lo) == 10)
-    return int(newlines) + (0 if data[hi - 1:hi] == b"\n" else 1)
+    # numpy's vectorized compare + count, 256 KB at a time (the mask stays in cache instead of a
+    # fresh 16 MB array per split): 1.5 ms per 16 MB, against 2.3 in one piece and 6.5 for bytes.count
+    view = np.frombuffer(data, np.uint8, hi - lo, lo)
+    newlines = sum(int(np.count_nonzero(view[i:i + LINE_CHUNK] == 10)) for i in range(0, hi - lo, LINE_CHUNK))
+    return newlines + (0 if data[hi - 1:hi] == b"\n" else 1)
 
 
 def content_end(data: bytes, lo: int, hi: int) -> int:
