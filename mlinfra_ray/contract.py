@@ -84,9 +84,7 @@ def coerce_column(raw: pa.Array, col: ColumnSpec) -> tuple[pa.Array, list[Check]
         return _coerce_dictionary(raw, col)
     if not (pa.types.is_string(raw.type) or pa.types.is_large_string(raw.type) or pa.types.is_null(raw.type)):
         return _coerce_native(raw, col)
-    text = _normalize(raw.cast(pa.string()), col.normalize)
-    text = set_nulls(text, pc.greater(pc.binary_length(text), 0))  # "" is missing, like null
-    present = pc.is_valid(text)
+    text, present = _blank_to_null(_normalize(raw.cast(pa.string()), col.normalize))
     checks: list[Check] = []
     if not col.nullable:
         checks.append((pc.invert(present), f"missing:{col.name}"))
@@ -99,6 +97,22 @@ def coerce_column(raw: pa.Array, col: ColumnSpec) -> tuple[pa.Array, list[Check]
         ok = pc.fill_null(regex_match(text, col.regex), True)
         checks.append((pc.invert(ok), f"regex:{col.name}"))
     return values, checks + _value_checks(values, parsed, col)
+
+
+def _blank_to_null(text: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """(`text` with "" as null — missing, like null — and its present mask), read off the offsets
+    in one numpy pass, one validity bitmap shared by both (Arrow kernels: ~0.5 ms per column)."""
+    n = len(text)
+    if text.offset or not n or not pa.types.is_string(text.type):
+        text = set_nulls(text, pc.greater(pc.binary_length(text), 0))
+        return text, pc.is_valid(text)
+    off = np.frombuffer(text.buffers()[1], np.int32, n + 1)
+    keep = off[1:] > off[:-1]
+    if text.null_count:
+        keep &= text.is_valid().to_numpy(zero_copy_only=False)
+    bitmap = pa.py_buffer(np.packbits(keep, bitorder="little"))
+    return (pa.Array.from_buffers(text.type, n, [bitmap, *text.buffers()[1:]]),
+            pa.Array.from_buffers(pa.bool_(), n, [None, bitmap]))
 
 
 def _coerce_dictionary(raw: pa.DictionaryArray, col: ColumnSpec) -> tuple[pa.Array, list[Check]]:

@@ -277,3 +277,17 @@ print(numba.config.CACHE_DIR)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().startswith(str(tmp_path / "mlinfra-numba-"))
     assert any((tmp_path).glob("mlinfra-numba-*/**/*.nbi"))  # the kernels really were cached there
+
+
+@SETTINGS
+@given(st.lists(st.one_of(st.none(), st.text(NEAR, max_size=3)), max_size=30), st.integers(0, 3))
+def test_blank_to_null_equals_arrow_kernels(values, cut):
+    """The contract's numpy reading of "" as missing == its Arrow-kernel form (also on slices)."""
+    from mlinfra_ray.contract import _blank_to_null
+    from mlinfra_ray.contract_time import set_nulls
+
+    for text in (_text(values), _text(values).slice(min(cut, len(values)))):
+        expected = set_nulls(text, pc.greater(pc.binary_length(text), 0))
+        got, present = _blank_to_null(text)
+        assert got.to_pylist() == expected.to_pylist() and got.null_count == expected.null_count
+        assert present.to_pylist() == pc.is_valid(expected).to_pylist()
