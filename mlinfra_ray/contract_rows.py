@@ -3,13 +3,9 @@ failing rows (typically a few percent), with numpy and string kernels, never row
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-
-SPECIAL = r'["\\\x00-\x1f]'  # characters a JSON string must escape
 
 
 def reasons_for(rows: np.ndarray, checks: list, parse: pa.Array | None) -> pa.Array:
@@ -36,17 +32,15 @@ def reasons_for(rows: np.ndarray, checks: list, parse: pa.Array | None) -> pa.Ar
 def raw_for(rows: np.ndarray, columns: dict[str, pa.Array], raw_text: pa.Array | None) -> pa.Array:
     """The failing rows' original values as one JSON object each, or the rejected line itself.
 
-    All values are escaped in one pass (column after column in one array), then one join per row
-    interleaves them with the literal keys."""
+    All values are taken column after column into one array, then one compiled pass writes the
+    objects (escaping only where a value needs it)."""
+    from mlinfra_ray.text_kernels import json_objects
+
     idx, k = pa.array(rows, pa.int64()), len(rows)
     texts = [_as_text(column.take(idx)) for column in columns.values()]
     if not texts:
         return pa.array(["{}"] * k, pa.string())
-    quoted = json_strings(pa.concat_arrays(texts))
-    pieces: list = []
-    for j, name in enumerate(columns):
-        pieces += [("{" if j == 0 else ", ") + json.dumps(name) + ": ", quoted.slice(j * k, k)]
-    raw = pc.binary_join_element_wise(*pieces, "}", "")
+    raw = json_objects(list(columns), pa.concat_arrays(texts))
     if raw_text is not None and raw_text.null_count < len(raw_text):
         line = raw_text.take(idx)
         raw = pc.if_else(pc.is_valid(line), line, raw)
@@ -57,16 +51,6 @@ def _as_text(value: pa.Array) -> pa.Array:
     if pa.types.is_timestamp(value.type):
         return pc.strftime(value, format="%Y-%m-%dT%H:%M:%S")
     return value.cast(pa.string())
-
-
-def json_strings(text: pa.Array) -> pa.Array:
-    """JSON string literals (or `null`) for text values; escaping only where a value needs it."""
-    if pc.any(pc.match_substring_regex(text, SPECIAL)).as_py():
-        if pc.any(pc.match_substring_regex(text, r"[\x00-\x08\x0b\x0c\x0e-\x1f]")).as_py():
-            return pa.array([json.dumps(v) for v in text.to_pylist()], pa.string())  # rare: exact escapes
-        for char, escaped in (("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t")):
-            text = pc.replace_substring(text, char, escaped)
-    return pc.fill_null(pc.binary_join_element_wise('"', text, '"', ""), "null")
 
 
 def scatter(rows: np.ndarray, values: pa.Array, n: int) -> pa.DictionaryArray:

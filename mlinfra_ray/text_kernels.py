@@ -13,6 +13,7 @@ numba is imported here, and this module is imported lazily, on the first batch t
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from functools import lru_cache
@@ -488,3 +489,77 @@ def _first_format(off, data, valid, epochs, layouts, required, sizes):
                 which[i], state[i] = k, 3
                 break
     return values, which, state
+
+
+# --- quarantine rows --------------------------------------------------------------------------
+
+def json_objects(names: list[str], values: pa.Array) -> pa.Array:
+    """One JSON object per row, `{"name": "value" or null, ...}`, from `values`: the columns'
+    text concatenated column after column (len(names) × rows values). Strings are escaped as JSON
+    requires (`\\"`, `\\\\`, `\\b \\f \\n \\r \\t`, other control characters as `\\u00XX`, as json.dumps
+    writes them); other characters stay UTF-8. Two passes over the bytes: lengths, then output."""
+    k = len(names)
+    rows = len(values) // k if k else 0
+    keys = [("{" if j == 0 else ", ") + json.dumps(name) + ": " for j, name in enumerate(names)]
+    key_data = np.frombuffer("".join(keys).encode(), np.uint8)
+    key_off = np.cumsum([0] + [len(key.encode()) for key in keys]).astype(np.int64)
+    off, data = buffers(values)
+    out_off, out = _json_objects(off, data, _valid(values), k, rows, key_off, key_data)
+    return pa.Array.from_buffers(pa.string(), rows, [None, pa.py_buffer(out_off), pa.py_buffer(out)])
+
+
+@numba.njit(cache=True, nogil=True)
+def _escaped(c):
+    """Bytes a JSON string needs for byte c."""
+    if c == 34 or c == 92 or c == 8 or c == 9 or c == 10 or c == 12 or c == 13:
+        return 2
+    return 6 if c < 32 else 1
+
+
+@numba.njit(cache=True, nogil=True)
+def _json_objects(off, data, valid, k, rows, key_off, key_data):
+    out_off = np.zeros(rows + 1, np.int32)
+    for i in range(rows):
+        size = 1  # the closing brace
+        for j in range(k):
+            size += key_off[j + 1] - key_off[j]
+            v = j * rows + i
+            if not valid[v]:
+                size += 4  # null
+                continue
+            size += 2
+            for p in range(off[v], off[v + 1]):
+                size += _escaped(data[p])
+        out_off[i + 1] = out_off[i] + size
+    out = np.empty(out_off[rows], np.uint8)
+    hexdigits = np.frombuffer(b"0123456789abcdef", np.uint8)
+    for i in range(rows):
+        w = out_off[i]
+        for j in range(k):
+            for p in range(key_off[j], key_off[j + 1]):
+                out[w] = key_data[p]
+                w += 1
+            v = j * rows + i
+            if not valid[v]:
+                out[w], out[w + 1], out[w + 2], out[w + 3] = 110, 117, 108, 108  # null
+                w += 4
+                continue
+            out[w] = 34
+            w += 1
+            for p in range(off[v], off[v + 1]):
+                c = data[p]
+                size = _escaped(c)
+                if size == 1:
+                    out[w] = c
+                elif size == 2:
+                    out[w] = 92
+                    out[w + 1] = (34 if c == 34 else 92 if c == 92 else 98 if c == 8 else 116 if c == 9
+                                  else 110 if c == 10 else 102 if c == 12 else 114)
+                else:
+                    out[w], out[w + 1], out[w + 2], out[w + 3] = 92, 117, 48, 48  # \u00
+                    out[w + 4], out[w + 5] = hexdigits[c >> 4], hexdigits[c & 15]
+                w += size
+            out[w] = 34
+            w += 1
+        out[w] = 125  # }
+    return out_off, out

@@ -4,6 +4,7 @@ boundary (right shape, one byte off, padding, out-of-range fields, non-ASCII, nu
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -26,6 +27,7 @@ from mlinfra_ray.text_kernels import (
     REJECTED,
     first_format,
     fixed_pattern,
+    json_objects,
     parse_number,
     regex_match,
     strict_format,
@@ -291,3 +293,17 @@ def test_blank_to_null_equals_arrow_kernels(values, cut):
         got, present = _blank_to_null(text)
         assert got.to_pylist() == expected.to_pylist() and got.null_count == expected.null_count
         assert present.to_pylist() == pc.is_valid(expected).to_pylist()
+
+
+@SETTINGS
+@given(st.lists(st.text(max_size=6), min_size=1, max_size=4, unique=True),
+       st.data())
+def test_json_objects_load_back_to_the_values(names, data):
+    """Any names and values (control characters, quotes, backslashes, non-ASCII, nulls): each row's
+    object is valid JSON holding exactly its values, keys in column order."""
+    rows = data.draw(st.integers(0, 8))
+    columns = [data.draw(st.lists(st.one_of(st.none(), st.text(max_size=8)), min_size=rows, max_size=rows))
+               for _ in names]
+    got = json_objects(names, _text([v for column in columns for v in column])).to_pylist()
+    assert [list(json.loads(o).items()) for o in got] == \
+        [[(n, column[i]) for n, column in zip(names, columns, strict=True)] for i in range(rows)]
