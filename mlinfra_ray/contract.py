@@ -33,6 +33,7 @@ PASSTHROUGH = (SOURCE, LINE, SPLIT, SPLIT_INFO, EXTRA)  # reader bookkeeping kep
 EXTRA_TYPE = pa.list_(pa.struct([("k", pa.string()), ("v", pa.string())]))  # unknown columns, per row
 FLOAT_RE = r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$"  # exactly what Arrow's casts parse
 INT_RE = r"^-?\d+$"  # (text_kernels.parse_number reads these grammars; "+5" is a float, not an int)
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 TRUE, FALSE = ["true", "1", "yes", "t", "y"], ["false", "0", "no", "f", "n"]
 
 
@@ -163,12 +164,13 @@ def _value_checks(values: pa.Array, parsed: pa.Array, col: ColumnSpec) -> list[C
 
 
 def _bound(limit: float, values: pa.Array, to_int) -> float | pa.Scalar:
-    """A range limit in the values' own type where that is exact: comparing int64 values with a
-    float makes Arrow cast the column to double, which fails beyond 2**53. For ints, v < 0.5 is
-    v < ceil(0.5) and v > 2.5 is v > floor(2.5)."""
-    if pa.types.is_integer(values.type) and math.isfinite(limit):
-        return pa.scalar(int(to_int(limit)), values.type)
-    return limit
+    """A range limit in the int64 values' own type: comparing them with a float makes Arrow cast
+    the column to double, which fails beyond 2**53. For ints, v < 0.5 is v < ceil(0.5), v > 2.5 is
+    v > floor(2.5), and a limit past int64 (or infinite) is int64's end, which no value passes."""
+    if not pa.types.is_int64(values.type) or math.isnan(limit):
+        return limit
+    bound = int(to_int(limit)) if math.isfinite(limit) else (INT64_MAX if limit > 0 else INT64_MIN)
+    return pa.scalar(min(max(bound, INT64_MIN), INT64_MAX), pa.int64())
 
 
 def _kind(col: ColumnSpec) -> str:

@@ -190,3 +190,19 @@ def test_contract_yaml_with_unknown_key_fails_at_compose():
 
     with pytest.raises(SettingsError, match=r"contract\.columns\[0\]\.nulable"):
         compose_settings(["+contract.columns.0.nulable=true"])
+
+
+@pytest.mark.parametrize(("low", "high", "out_of_range"), [
+    (0.0, 1.0, [False, False, True, True, True]),
+    (0.5, 2.5, [True, False, False, True, True]),  # int values against fractional limits
+    (-1e30, 1e30, [False] * 5),  # limits past int64
+    (float("-inf"), float("inf"), [False] * 5),
+])
+def test_int_ranges_hold_for_every_int64(low, high, out_of_range):
+    """Range checks on an int column compare as ints: a float limit once made Arrow cast the values
+    to double, which raised for any value past 2**53."""
+    col = dataclasses.replace(next(c for c in CONTRACT.columns if c.type == "int"), min=low, max=high)
+    text = pa.array(["0", "1", "2", "-9223372036854775808", "9223372036854775807"])
+    values, checks = coerce_column(text, col)
+    fired = [any(m[i].as_py() for m, code in checks if code.startswith("range:")) for i in range(5)]
+    assert fired == out_of_range and values.null_count == 0
