@@ -359,14 +359,16 @@ def first_format(text: pa.Array, epochs: list[tuple[int, int, int]],
     compiled = [strict_format(f) for f in formats]
     width = max([len(c[0]) for c in compiled if c is not None] + [1])
     nreq = max([len(c[1]) for c in compiled if c is not None] + [1])
-    layouts = np.full((len(formats), width, 2), -1, np.int64)
+    slots = np.full((len(formats), width), -1, np.int64)  # per format and byte: field slot or -1,
+    literals = np.full((len(formats), width), -1, np.int64)  # and the literal byte where slot is -1
     required = np.zeros((len(formats), nreq), np.uint8)
     sizes = np.full((len(formats), 2), -1, np.int64)  # (layout width, required count); -1: no kernel
     for k, c in enumerate(compiled):
         if c is not None:
-            layouts[k, :len(c[0])], required[k, :len(c[1])] = c
+            slots[k, :len(c[0])], literals[k, :len(c[0])] = c[0][:, 0], c[0][:, 1]
+            required[k, :len(c[1])] = c[1]
             sizes[k] = len(c[0]), len(c[1])
-    return _first_format(off, data, _valid(text), spec, layouts, required, sizes)
+    return _first_format(off, data, _valid(text), spec, slots, literals, required, sizes)
 
 
 @lru_cache(maxsize=64)
@@ -419,10 +421,9 @@ def _days_from_civil(y, m, d):
 
 
 @numba.njit(cache=True, nogil=True)
-def _first_format(off, data, valid, epochs, layouts, required, sizes):
+def _first_format(off, data, valid, epochs, slots, literals, required, sizes):
     n = len(off) - 1
     values, which, state = np.zeros(n, np.int64), np.full(n, -1, np.int8), np.zeros(n, np.int8)
-    slots, literals = layouts[:, :, 0].copy(), layouts[:, :, 1].copy()  # 2-D: cheaper to index
     f = np.zeros(6, np.int64)
     seen = np.full(256, -1, np.int64)
     for i in range(n):
@@ -508,12 +509,14 @@ def json_objects(names: list[str], values: pa.Array) -> pa.Array:
     return pa.Array.from_buffers(pa.string(), rows, [None, pa.py_buffer(out_off), pa.py_buffer(out)])
 
 
+SHORT_ESCAPES = np.zeros(256, np.uint8)  # byte → the letter after "\\" in its JSON escape, or 0
+SHORT_ESCAPES[[34, 92, 8, 9, 10, 12, 13]] = np.frombuffer(b'"\\btnfr', np.uint8)
+
+
 @numba.njit(cache=True, nogil=True)
 def _escaped(c):
     """Bytes a JSON string needs for byte c."""
-    if c == 34 or c == 92 or c == 8 or c == 9 or c == 10 or c == 12 or c == 13:
-        return 2
-    return 6 if c < 32 else 1
+    return 2 if SHORT_ESCAPES[c] else 6 if c < 32 else 1
 
 
 @numba.njit(cache=True, nogil=True)
@@ -552,9 +555,7 @@ def _json_objects(off, data, valid, k, rows, key_off, key_data):
                 if size == 1:
                     out[w] = c
                 elif size == 2:
-                    out[w] = 92
-                    out[w + 1] = (34 if c == 34 else 92 if c == 92 else 98 if c == 8 else 116 if c == 9
-                                  else 110 if c == 10 else 102 if c == 12 else 114)
+                    out[w], out[w + 1] = 92, SHORT_ESCAPES[c]
                 else:
                     out[w], out[w + 1], out[w + 2], out[w + 3] = 92, 117, 48, 48  # \u00
                     out[w + 4], out[w + 5] = hexdigits[c >> 4], hexdigits[c & 15]
