@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 from mlinfra_ray.cluster import cluster_cpus
 from mlinfra_ray.contract import LINE, SPLIT, SPLIT_INFO, apply_contract
 from mlinfra_ray.fingerprint import fingerprint
-from mlinfra_ray.readers import Layout, layout, read_split, split_stats
+from mlinfra_ray.readers import Layout, layout, read_split, split_stats, with_extra_type
 from mlinfra_ray.routing import KEY_FP
 from mlinfra_ray.settings import ContractSettings
 from mlinfra_ray.sources import SPLIT_BYTES, RawFile, RawInputError, file_digest, plan_splits
@@ -44,7 +44,7 @@ def read_validated(files: list[RawFile], contract: ContractSettings,
         tables = [validate_split(s, layout(contract), contract) for s in splits]
     tables = in_split_order(tables)
     stats = _split_facts(tables, splits)
-    table = pa.concat_tables(tables) if tables else _empty(contract)
+    table = with_extra_type(pa.concat_tables(tables, promote_options="default")) if tables else _empty(contract)
     table = _file_lines(table, splits, stats)
     entries = []
     for i, f in enumerate(files):
@@ -162,15 +162,15 @@ def _split_facts(tables: list[pa.Table], splits: list[dict]) -> dict[int, dict]:
 
 
 def _file_lines(table: pa.Table, splits: list[dict], facts: dict[int, dict]) -> pa.Table:
-    """Split-local 0-based line index → 1-based line number in the file."""
+    """Split-local 0-based line index (int32) → 1-based line number in the file (int64)."""
     if table.num_rows == 0:
-        return table
+        return table.set_column(table.schema.get_field_index(LINE), LINE, table.column(LINE).cast(pa.int64()))
     offset = np.zeros(len(splits), np.int64)
     for s in splits:
         if s["part"] > 0:
             offset[s["split"]] = offset[s["split"] - 1] + facts[s["split"] - 1]["lines"]
     split_ids = table.column(SPLIT).to_numpy()
-    lines = pc.add(table.column(LINE), pa.array(offset[split_ids] + 1))
+    lines = pc.add(table.column(LINE).cast(pa.int64()), pa.array(offset[split_ids] + 1))
     return table.set_column(table.schema.get_field_index(LINE), LINE, lines)
 
 
@@ -190,7 +190,7 @@ def _empty(contract: ContractSettings) -> pa.Table:
         return pa.array([], pa.dictionary(index, pa.string()))
 
     raw = pa.table({**{c.name: pa.array([], pa.string()) for c in contract.columns},
-                    SOURCE: dictionary(pa.int32()), LINE: pa.array([], pa.int64()),
+                    SOURCE: dictionary(pa.int32()), LINE: pa.array([], pa.int32()),
                     SPLIT: pa.array([], pa.int32()), SPLIT_INFO: dictionary(pa.int8()),
                     EXTRA: pa.array([], EXTRA_TYPE)})
     table = apply_contract(raw, contract)

@@ -212,14 +212,15 @@ def _decode(data: bytes, lo: int, hi: int) -> str:
 
 def _with_rejects(table: pa.Table, good_pos: np.ndarray, bad_pos: np.ndarray, reasons: list[str],
                   texts: list[str]) -> pa.Table:
-    """Good rows, then rejected lines (null values) as separate chunks: no column is copied."""
+    """Good rows, then rejected lines (null values) as separate chunks: no column is copied.
+    `_line` is int32: a line index within one split (the driver makes file line numbers, int64)."""
     n = table.num_rows
-    good = table.append_column(LINE, pa.array(good_pos.astype(np.int64), pa.int64())) \
+    good = table.append_column(LINE, pa.array(good_pos.astype(np.int32), pa.int32())) \
         .append_column(PARSE_ERROR, pa.nulls(n, pa.string())).append_column(RAW_TEXT, pa.nulls(n, pa.string()))
     if not len(bad_pos):
         return good
     k = len(bad_pos)
     bad = pa.table({**{f.name: pa.nulls(k, f.type) for f in table.schema},
-                    LINE: pa.array(bad_pos.astype(np.int64), pa.int64()),
+                    LINE: pa.array(bad_pos.astype(np.int32), pa.int32()),
                     PARSE_ERROR: pa.array(reasons, pa.string()), RAW_TEXT: pa.array(texts, pa.string())})
     return pa.concat_tables([good, bad])

@@ -17,14 +17,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mlinfra_ray.contract import EXTRA, EXTRA_TYPE, LINE, SOURCE, SPLIT, SPLIT_INFO
+from mlinfra_ray.contract import EXTRA, EXTRA_TYPE, LINE, SOURCE, SPLIT, SPLIT_INFO, categorical
 from mlinfra_ray.parsers import Undecodable, line_count, parse_csv, parse_jsonl, parse_parquet
 from mlinfra_ray.settings import ContractSettings
 from mlinfra_ray.sources import RawInputError, filesystem, plan_splits, sha256
 
 BOM = b"\xef\xbb\xbf"
 TAIL = 1 << 16  # bytes read past a split's end to finish its last line
-__all__ = ["Layout", "RawInputError", "layout", "read_raw_file", "read_split", "split_stats"]
+__all__ = ["Layout", "RawInputError", "layout", "read_raw_file", "read_split", "split_stats", "with_extra_type"]
 
 
 @dataclass(frozen=True)
@@ -48,16 +48,9 @@ def layout(contract: ContractSettings) -> Layout:
     cols = contract.columns
     return Layout(columns=[c.name for c in cols],
                   csv_infer=[c.name for c in cols if c.type == "float"],
-                  csv_dict=[c.name for c in cols if c.type == "string" and _categorical(c)],
+                  csv_dict=[c.name for c in cols if categorical(c)],
                   json_text=[c.name for c in cols if c.type in ("string", "timestamp")],
                   json_int=[c.name for c in cols if c.type == "int"])
-
-
-def _categorical(col) -> bool:
-    """Enum columns, and text the contract case-normalizes (codes like country or currency), have
-    few distinct values: parsing them dictionary-encoded lets the contract check each value once.
-    (Keys and free text would only pay the hashing.)"""
-    return col.allowed is not None or any(step in ("lower", "upper") for step in col.normalize)
 
 
 def read_split(spec: dict, lay: Layout) -> pa.Table:
@@ -172,7 +165,7 @@ def _assemble(table: pa.Table, spec: dict, columns: list[str], first: int, info:
     extras = [c for c in table.column_names if c not in columns and not c.startswith("_")]
     book = {
         SOURCE: pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([spec["display"]])),
-        LINE: pc.add(table.column(LINE), first) if n else pa.array([], pa.int64()),
+        LINE: pc.add(table.column(LINE), pa.scalar(first, pa.int32())) if n else pa.array([], pa.int32()),
         SPLIT: pa.array(np.full(n, spec["split"], np.int32)),
         SPLIT_INFO: pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int8)),
                                                    pa.array([json.dumps(info)])),
@@ -183,10 +176,12 @@ def _assemble(table: pa.Table, spec: dict, columns: list[str], first: int, info:
 
 
 def _extras(table: pa.Table, names: list[str]) -> pa.Array:
-    """Unknown columns as a list of {k, v} per row (null when none), one schema for every file."""
+    """Unknown columns as a list of {k, v} per row (null when none). A split without any is a
+    column of Arrow's null type (no buffers to store and ship, where EXTRA_TYPE nulls take ~1 MB
+    per split); the driver's concatenation promotes it to EXTRA_TYPE (`with_extra_type`)."""
     n = table.num_rows
     if not names:
-        return pa.nulls(n, EXTRA_TYPE)
+        return pa.nulls(n)
     values = pa.concat_arrays([_as_text(table.column(c)) for c in names])  # column-major
     order = (np.arange(len(names))[None, :] * n + np.arange(n)[:, None]).ravel()  # → row-major
     values = values.take(pa.array(order))
@@ -208,6 +203,13 @@ def _as_text(col: pa.ChunkedArray) -> pa.Array:
                         pa.string())
 
 
+def with_extra_type(table: pa.Table) -> pa.Table:
+    """`table` with its `_extra` column as EXTRA_TYPE (all null where a split had no extras)."""
+    if EXTRA not in table.column_names or table.schema.field(EXTRA).type == EXTRA_TYPE:
+        return table
+    return table.set_column(table.schema.get_field_index(EXTRA), EXTRA, table.column(EXTRA).cast(EXTRA_TYPE))
+
+
 def read_raw_file(uri: str, lay: Layout | list[str]) -> pa.Table:
     """A whole file read split by split, with 1-based physical line numbers (for tests and tools).
     A plain column list reads every column as text."""
@@ -219,8 +221,9 @@ def read_raw_file(uri: str, lay: Layout | list[str]) -> pa.Table:
     offsets = np.cumsum([0] + [json.loads(t.column(SPLIT_INFO).chunk(0).dictionary[0].as_py())["lines"]
                                if t.num_rows else split_stats(s)["lines"] for t, s in zip(tables, specs,
                                                                                            strict=True)])
-    fixed = [t.set_column(t.schema.get_field_index(LINE), LINE,
-                          pc.add(t.column(LINE), int(offsets[i]) + 1)) for i, t in enumerate(tables)]
+    fixed = [with_extra_type(t.set_column(t.schema.get_field_index(LINE), LINE,
+                                          pc.add(t.column(LINE).cast(pa.int64()), int(offsets[i]) + 1)))
+             for i, t in enumerate(tables)]
     if len({t.schema for t in fixed}) > 1:  # splits typed differently (text vs native): show as text
         mixed = {f.name for t in fixed for f in t.schema if f.type != fixed[0].schema.field(f.name).type}
         fixed = [t.cast(pa.schema([pa.field(f.name, pa.string()) if f.name in mixed else f for f in t.schema]))

@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mlinfra_ray.contract import EXTRA, EXTRA_TYPE, LINE, RAW, REASONS, SOURCE, SPLIT, SPLIT_INFO
+from mlinfra_ray.contract import EXTRA, EXTRA_TYPE, LINE, RAW, REASONS, SOURCE, SPLIT, SPLIT_INFO, arrow_schema
 from mlinfra_ray.fingerprint import fingerprint, repeated
 from mlinfra_ray.settings import ContractSettings
 
@@ -37,6 +37,7 @@ class Routed:
     reasons: Counter
     extras: dict[str, int]  # unknown column → rows that carried a value for it
     keep_extras: bool = False
+    schema: pa.Schema | None = None  # clean columns' types (validated batches keep categoricals encoded)
     counts: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
@@ -68,7 +69,7 @@ class Routed:
         """The given clean rows (indices into `table`), gathered in that order, one copy."""
         if not np.all(self.outcome[rows] == CLEAN):
             raise ValueError("clean_rows: some rows are not clean")
-        return _gather(self.table, rows, sorted(self.extras) if self.keep_extras else [])
+        return _gather(self.table, rows, sorted(self.extras) if self.keep_extras else [], self.schema)
 
     def check(self) -> None:
         """The invariant, on the routed outputs rather than on counters."""
@@ -109,7 +110,7 @@ def route(table: pa.Table, contract: ContractSettings, seen_keys: pa.Array | Non
     codes = pc.list_flatten(pc.split_pattern(quarantine.column(REASONS), ";"))
     reasons = Counter({d["values"]: d["counts"] for d in pc.value_counts(codes).to_pylist()})
     routed = Routed(table, quarantine, outcome, reasons, _extra_counts(table),
-                    keep_extras=contract.extra_columns == "keep")
+                    keep_extras=contract.extra_columns == "keep", schema=arrow_schema(contract))
     routed.check()
     return routed
 
@@ -140,14 +141,21 @@ def _combined(col: pa.Array | pa.ChunkedArray) -> pa.Array:
     return col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
 
 
-def _gather(table: pa.Table, rows: np.ndarray, extras: list[str]) -> pa.Table:
+def _gather(table: pa.Table, rows: np.ndarray, extras: list[str], schema: pa.Schema | None = None) -> pa.Table:
     """Take `rows` of the clean columns, one column per thread (Arrow releases the GIL), plus the
-    named unknown columns as strings. One thread per CPU: random-order takes are memory-bound, and
-    4 threads on 2 CPUs took 0.71-1.13 s for 2.7M time-sorted rows against 0.45 s with 2."""
+    named unknown columns as strings; columns `schema` names get its types (decoded categoricals).
+    One thread per CPU: random-order takes are memory-bound, and 4 threads on 2 CPUs took
+    0.71-1.13 s for 2.7M time-sorted rows against 0.45 s with 2."""
     names = [c for c in table.column_names if c not in DROP]
     index = pa.array(rows, pa.int64())
+    types = {f.name: f.type for f in schema} if schema is not None else {}
+
+    def take(name: str) -> pa.ChunkedArray:
+        values = table.column(name).take(index)
+        return values.cast(types[name]) if name in types and values.type != types[name] else values
+
     with ThreadPoolExecutor(max_workers=max(1, min(len(names), os.cpu_count() or 1, 8))) as pool:
-        columns = list(pool.map(lambda c: table.column(c).take(index), names))
+        columns = list(pool.map(take, names))
     clean = pa.Table.from_arrays(columns, names=names)
     if extras:
         extra = table.column(EXTRA).take(index)

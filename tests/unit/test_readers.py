@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from mlinfra_ray import readers, sources
-from mlinfra_ray.contract import EXTRA, LINE, PARSE_ERROR, RAW_TEXT, SOURCE
+from mlinfra_ray.contract import EXTRA, EXTRA_TYPE, LINE, PARSE_ERROR, RAW_TEXT, SOURCE
 from mlinfra_ray.ingest_read import in_split_order, task_groups
 from mlinfra_ray.readers import Layout, RawInputError, read_raw_file
 from mlinfra_ray.sources import list_raw_files, plan_splits
@@ -191,3 +191,33 @@ def test_in_split_order_cuts_merged_blocks_back_into_splits():
     out = pa.concat_tables(in_split_order(tables))
     assert out.column("_split").to_pylist() == [0, 0, 1, 2, 2, 2, 3, 3, 3]
     assert out.column("_line").to_pylist() == [0, 1, 0, 0, 2, 1, 5, 1, 2]  # order within a split kept
+
+
+def test_validated_splits_share_one_schema_and_clean_rows_get_the_contract_types(tmp_path):
+    """Categorical columns stay dictionary-encoded from every kind of input (CSV parses them so,
+    JSON and Parquet are encoded after their checks), `_extra` is Arrow's null type in splits
+    without unknown columns; the concatenation is one schema and clean rows are decoded."""
+    from mlinfra_ray.compose import compose_settings
+    from mlinfra_ray.contract import arrow_schema
+    from mlinfra_ray.ingest_read import read_validated, validate_split
+    from mlinfra_ray.routing import route
+    from tests.unit.test_contract import GOOD
+
+    contract = compose_settings([]).contract
+    rows = [{**GOOD, "transaction_id": f"tx{i:08d}"} for i in range(6)]
+    csv_lines = [",".join(GOOD)] + [",".join(r.values()) for r in rows[:3]]
+    (tmp_path / "a.csv").write_text("\n".join(csv_lines) + "\n")
+    (tmp_path / "b.jsonl").write_text("".join(json.dumps({**r, "extra_col": "x"}) + "\n" for r in rows[3:5]))
+    pq.write_table(pa.Table.from_pylist(rows[5:]), tmp_path / "c.parquet")
+    files = list_raw_files(str(tmp_path))
+    lay = readers.layout(contract)
+    parts = [validate_split(s, lay, contract) for s in plan_splits(files)]
+    for part in parts:
+        for name in ("channel", "merchant_category", "country"):
+            assert part.schema.field(name).type == pa.dictionary(pa.int32(), pa.string())
+    assert [p.schema.field(EXTRA).type == pa.null() for p in parts] == [True, False, True]
+    table, _ = read_validated(files, contract, use_ray=False)
+    routed = route(table, contract)
+    assert routed.n_clean == 6 and table.schema.field(EXTRA).type == EXTRA_TYPE
+    assert routed.clean.select([c.name for c in contract.columns]).schema == arrow_schema(contract)
+    assert routed.clean.column("country").to_pylist() == [GOOD["country"].strip().upper()] * 6
