@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 from mlinfra_ray.cluster import cluster_cpus
 from mlinfra_ray.contract import LINE, SPLIT, SPLIT_INFO, apply_contract
 from mlinfra_ray.fingerprint import fingerprint
-from mlinfra_ray.readers import Layout, layout, read_split, split_stats, with_extra_type
+from mlinfra_ray.readers import Layout, layout, read_split, split_stats
 from mlinfra_ray.routing import KEY_FP
 from mlinfra_ray.settings import ContractSettings
 from mlinfra_ray.sources import SPLIT_BYTES, RawFile, RawInputError, file_digest, plan_splits
@@ -44,7 +44,9 @@ def read_validated(files: list[RawFile], contract: ContractSettings,
         tables = [validate_split(s, layout(contract), contract) for s in splits]
     tables = in_split_order(tables)
     stats = _split_facts(tables, splits)
-    table = with_extra_type(pa.concat_tables(tables, promote_options="default")) if tables else _empty(contract)
+    # "default" promotion: `_extra` of Arrow's null type (splits without unknown columns) joins
+    # EXTRA_TYPE where other splits had some; if none had, it stays null-typed (routing allows it)
+    table = pa.concat_tables(tables, promote_options="default") if tables else _empty(contract)
     table = _file_lines(table, splits, stats)
     entries = []
     for i, f in enumerate(files):

@@ -178,7 +178,7 @@ def _assemble(table: pa.Table, spec: dict, columns: list[str], first: int, info:
 def _extras(table: pa.Table, names: list[str]) -> pa.Array:
     """Unknown columns as a list of {k, v} per row (null when none). A split without any is a
     column of Arrow's null type (no buffers to store and ship, where EXTRA_TYPE nulls take ~1 MB
-    per split); the driver's concatenation promotes it to EXTRA_TYPE (`with_extra_type`)."""
+    per split); concatenation promotes it to EXTRA_TYPE where other splits had unknown columns."""
     n = table.num_rows
     if not names:
         return pa.nulls(n)

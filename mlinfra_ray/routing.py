@@ -179,6 +179,8 @@ def _quarantine_table(table: pa.Table, rows: np.ndarray) -> pa.Table:
     index = pa.array(rows, pa.int64())
     reasons = _take_text(table.column(REASONS), rows)
     extra = table.column(EXTRA).take(index) if EXTRA in table.column_names else pa.nulls(len(rows), EXTRA_TYPE)
+    if extra.type != EXTRA_TYPE:  # null-typed: no split of this run had unknown columns
+        extra = extra.cast(EXTRA_TYPE)
     return pa.table({
         SOURCE: _take_text(table.column(SOURCE), rows), LINE: table.column(LINE).take(index), REASONS: reasons,
         "columns": _fault_columns(reasons), RAW: _take_text(table.column(RAW), rows), EXTRA: extra})

@@ -218,6 +218,22 @@ def test_validated_splits_share_one_schema_and_clean_rows_get_the_contract_types
     assert [p.schema.field(EXTRA).type == pa.null() for p in parts] == [True, False, True]
     table, _ = read_validated(files, contract, use_ray=False)
     routed = route(table, contract)
-    assert routed.n_clean == 6 and table.schema.field(EXTRA).type == EXTRA_TYPE
+    assert routed.n_clean == 6 and table.schema.field(EXTRA).type == EXTRA_TYPE  # promoted: b.jsonl has one
     assert routed.clean.select([c.name for c in contract.columns]).schema == arrow_schema(contract)
     assert routed.clean.column("country").to_pylist() == [GOOD["country"].strip().upper()] * 6
+
+
+def test_a_run_without_unknown_columns_still_writes_the_quarantine_schema(tmp_path):
+    from mlinfra_ray.compose import compose_settings
+    from mlinfra_ray.ingest_read import read_validated
+    from mlinfra_ray.routing import QUARANTINE_COLUMNS, route
+    from tests.unit.test_contract import GOOD
+
+    contract = compose_settings([]).contract
+    lines = [",".join(GOOD), ",".join(GOOD.values()), ",".join({**GOOD, "amount": "n/a"}.values()), "1,2"]
+    (tmp_path / "a.csv").write_text("\n".join(lines) + "\n")
+    table, _ = read_validated(list_raw_files(str(tmp_path)), contract, use_ray=False)
+    assert table.schema.field(EXTRA).type == pa.null()  # nothing shipped for it
+    q = route(table, contract).quarantine
+    assert q.column_names == QUARANTINE_COLUMNS and q.schema.field(EXTRA).type == EXTRA_TYPE
+    assert q.column(EXTRA).to_pylist() == [None, None] and q.num_rows == 2
