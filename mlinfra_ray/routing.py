@@ -97,7 +97,7 @@ def route(table: pa.Table, contract: ContractSettings, seen_keys: pa.Array | Non
     """`table` rows must be in input order (file, then line) for "first row wins" deduplication."""
     bad = pc.is_valid(table.column(REASONS)).to_numpy(zero_copy_only=False) if table.num_rows else \
         np.zeros(0, bool)
-    outcome = np.where(bad, QUARANTINED, CLEAN).astype(np.int8)
+    outcome = bad.astype(np.int8)  # QUARANTINED == 1, CLEAN == 0 (np.where would widen to int64 first)
     # The quarantine (every bad row) does not depend on deduplication (among good rows only), so
     # both run at once: numpy's sort and Arrow's kernels release the GIL (140 → 110 ms, 2.7M rows).
     with ThreadPoolExecutor(max_workers=1) as pool:

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+from collections import Counter
 
 import numpy as np
 import pyarrow as pa
@@ -167,3 +168,13 @@ def test_a_lake_in_the_old_single_file_layout_is_rebuilt(tmp_path):
 def test_stable_argsort_is_numpys_stable_argsort(small, scale):
     keys = np.array(small, np.int64) * scale  # few distinct values: long runs of ties
     assert stable_argsort(keys).tolist() == np.argsort(keys, kind="stable").tolist()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.integers(0, 2**64 - 1), st.integers(0, 40), st.integers(2**63, 2**63 + 40)),
+                max_size=300))
+def test_repeated_marks_exactly_the_values_seen_twice(values):
+    """Small values share their top bits (the prefix bitmap then passes them to the exact test)."""
+    fp = np.array(values, np.uint64)
+    counts = Counter(values)
+    assert repeated(fp).tolist() == [counts[v] > 1 for v in values]
