@@ -492,51 +492,6 @@ def _first_format(off, data, valid, epochs, slots, literals, required, sizes):
     return values, which, state
 
 
-# --- deduplication ----------------------------------------------------------------------------
-
-def repeated_in_sorted(fp: np.ndarray, ordered: np.ndarray, prefix_bits: int) -> np.ndarray:
-    """Mask over `fp` (uint64): values that occur more than once; `ordered` is `np.sort(fp)`."""
-    return _repeated_in_sorted(fp.astype(np.uint64, copy=False), ordered.astype(np.uint64, copy=False),
-                               np.uint64(64 - prefix_bits), prefix_bits)
-
-
-@numba.njit(cache=True, nogil=True)
-def _repeated_in_sorted(fp, ordered, shift, prefix_bits):
-    n = len(ordered)
-    twice = np.empty(n // 2 + 1, np.uint64)  # distinct repeated values, ascending
-    m, i = 0, 1
-    while i < n:
-        if ordered[i] == ordered[i - 1]:
-            v = ordered[i]
-            twice[m] = v
-            m += 1
-            while i < n and ordered[i] == v:
-                i += 1
-        else:
-            i += 1
-    mask = np.zeros(len(fp), np.bool_)
-    if m == 0:
-        return mask
-    bits = np.zeros((1 << prefix_bits) // 8 + 1, np.uint8)
-    for j in range(m):
-        h = np.int64(twice[j] >> shift)
-        bits[h >> 3] |= np.uint8(1 << (h & 7))
-    for p in range(len(fp)):
-        v = fp[p]
-        h = np.int64(v >> shift)
-        if bits[h >> 3] & (1 << (h & 7)):
-            lo, hi = 0, m
-            while lo < hi:
-                mid = (lo + hi) >> 1
-                if twice[mid] < v:
-                    lo = mid + 1
-                else:
-                    hi = mid
-            if lo < m and twice[lo] == v:
-                mask[p] = True
-    return mask
-
-
 # --- quarantine rows --------------------------------------------------------------------------
 
 def json_objects(names: list[str], values: pa.Array) -> pa.Array:

@@ -178,3 +178,26 @@ def test_repeated_marks_exactly_the_values_seen_twice(values):
     fp = np.array(values, np.uint64)
     counts = Counter(values)
     assert repeated(fp).tolist() == [counts[v] > 1 for v in values]
+
+
+def test_routing_on_the_driver_does_not_import_numba(tmp_path):
+    """The read tasks fingerprint the keys; the driver only routes. Importing numba there would
+    cost every one-shot ingest job ~0.4 s (import + loading cached kernels)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    table = batch(rows())
+    table = table.append_column(KEY_FP, pa.array(fingerprint(table.column("transaction_id"))))
+    path = tmp_path / "validated.arrow"
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    code = ("import sys, pyarrow as pa\n"
+            "from mlinfra_ray.compose import compose_settings\n"
+            "from mlinfra_ray.routing import route\n"
+            f"r = route(pa.ipc.open_file({str(path)!r}).read_all(), compose_settings([]).contract)\n"
+            "assert (r.n_clean, r.duplicates) == (20, 2) and r.clean.num_rows == 20\n"
+            "assert 'numba' not in sys.modules, 'routing imported numba'\n")
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
