@@ -24,7 +24,7 @@ from mlinfra_ray.sources import RawInputError, filesystem, plan_splits, sha256
 
 BOM = b"\xef\xbb\xbf"
 TAIL = 1 << 16  # bytes read past a split's end to finish its last line
-__all__ = ["Layout", "RawInputError", "layout", "read_raw_file", "read_split", "split_stats", "with_extra_type"]
+__all__ = ["Layout", "RawInputError", "layout", "read_raw_file", "read_split", "split_stats"]
 
 
 @dataclass(frozen=True)
@@ -203,7 +203,7 @@ def _as_text(col: pa.ChunkedArray) -> pa.Array:
                         pa.string())
 
 
-def with_extra_type(table: pa.Table) -> pa.Table:
+def _with_extra_type(table: pa.Table) -> pa.Table:
     """`table` with its `_extra` column as EXTRA_TYPE (all null where a split had no extras)."""
     if EXTRA not in table.column_names or table.schema.field(EXTRA).type == EXTRA_TYPE:
         return table
@@ -221,7 +221,7 @@ def read_raw_file(uri: str, lay: Layout | list[str]) -> pa.Table:
     offsets = np.cumsum([0] + [json.loads(t.column(SPLIT_INFO).chunk(0).dictionary[0].as_py())["lines"]
                                if t.num_rows else split_stats(s)["lines"] for t, s in zip(tables, specs,
                                                                                            strict=True)])
-    fixed = [with_extra_type(t.set_column(t.schema.get_field_index(LINE), LINE,
+    fixed = [_with_extra_type(t.set_column(t.schema.get_field_index(LINE), LINE,
                                           pc.add(t.column(LINE).cast(pa.int64()), int(offsets[i]) + 1)))
              for i, t in enumerate(tables)]
     if len({t.schema for t in fixed}) > 1:  # splits typed differently (text vs native): show as text
