@@ -82,8 +82,8 @@ def ingest(raw: str | list[str], lake: str, contract: ContractSettings, use_ray:
     clock = _Clock(started)
     table, entries = read_validated(todo, contract, use_ray)
     clock.lap("read_validate")
-    digests = {f["sha256"] for f in (manifest or {}).get("files", [])}
-    same = [i for i, e in enumerate(entries) if e["sha256"] in digests]  # touched or copied, not new
+    digests = {f["blake3"] for f in (manifest or {}).get("files", [])}
+    same = [i for i, e in enumerate(entries) if e["blake3"] in digests]  # touched or copied, not new
     table = drop_files(table, entries, same)
     entries = [e for i, e in enumerate(entries) if i not in same]
     seen = lk.clean_keys(root, manifest, contract.dedup_key) if contract.dedup_key else None
@@ -99,7 +99,7 @@ def route_and_write(table: pa.Table, files: list[dict] | list[str], lake: Path |
     """Route an already validated table and write the outputs (the Ray-free half of `ingest`)."""
     root = Path(lake)
     manifest = _open_lake(root, contract)
-    entries = [f if isinstance(f, dict) else {"path": f, "bytes": 0, "sha256": f, "fingerprint": f}
+    entries = [f if isinstance(f, dict) else {"path": f, "bytes": 0, "blake3": f, "fingerprint": f}
                for f in files]
     seen = lk.clean_keys(root, manifest, contract.dedup_key) if contract.dedup_key else None
     routed = route(table, contract, seen)
@@ -154,7 +154,7 @@ def _finish(routed: Routed, entries: list[dict], skipped: list[str], root: Path,
     result = IngestResult(
         rows_in=len(routed.outcome), clean=routed.n_clean, quarantined=routed.quarantine.num_rows,
         duplicates_removed=routed.duplicates, reasons=dict(routed.reasons.most_common()),
-        snapshot_id=lk.snapshot_id(contract, [f["sha256"] for f in all_files]),
+        snapshot_id=lk.snapshot_id(contract, [f["blake3"] for f in all_files]),
         clean_path=str(root / lk.CLEAN), quarantine_path=str(root / lk.QUARANTINE),
         report_path=str(root / "quality.html"), files=entries, skipped_files=skipped,
         extra_columns=routed.extras, run_id=run_id, timings=clock.laps,

