@@ -4,12 +4,14 @@ candidate keys exactly. A collision can only add a candidate, never drop or merg
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pyarrow as pa
 
 PRIME = np.uint64(0x100000001B3)
 SEED = np.uint64(0xCBF29CE484222325)
-PREFIX_BITS = 22
+PREFIX_BITS = 20
 
 
 def fingerprint(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -39,19 +41,36 @@ def repeated(fp: np.ndarray) -> np.ndarray:
     """Mask of positions whose fingerprint occurs more than once (sort-based: fast on integers).
     numpy, not a compiled kernel: the driver is the only caller, and importing numba there costs a
     one-shot ingest job ~0.4 s (import + loading the cached kernel), more than the ~35 ms a
-    compiled version saves per 2.7M keys."""
+    compiled version saved per 2.7M keys.
+
+    Two rounds: the keys' high 32 bits first (a 4-byte sort is half the cost of an 8-byte one:
+    14 vs 27 ms for 2.7M keys), then the exact 64-bit test on the few rows whose prefix repeats —
+    the true repeats plus chance prefix matches, ~n²/2³³ (~800 of 2.7M). 54 → 35 ms in all."""
+    fp = np.ascontiguousarray(fp, np.uint64)
     if len(fp) < 2:
         return np.zeros(len(fp), bool)
-    s = np.sort(fp)
-    twice = np.unique(s[1:][s[1:] == s[:-1]])
+    high = fp.view(np.uint32)[1::2] if sys.byteorder == "little" else fp.view(np.uint32)[0::2]
+    maybe = _members(high, _twice(np.sort(high)), PREFIX_BITS)
     mask = np.zeros(len(fp), bool)
-    if not len(twice):
-        return mask
-    # A bitmap over the top 22 bits narrows 2.7M lookups to a few thousand before the exact test
-    # (np.isin alone argsorts everything once `twice` has more than a handful of values).
-    shift = np.uint64(64 - PREFIX_BITS)
-    bitmap = np.zeros(1 << PREFIX_BITS, bool)
-    bitmap[(twice >> shift).view(np.int64)] = True  # < 2**22: the same value, no 21 MB copy
-    maybe = np.flatnonzero(bitmap[(fp >> shift).view(np.int64)])
-    mask[maybe[np.isin(fp[maybe], twice)]] = True
+    if len(maybe):
+        exact = fp[maybe]
+        mask[maybe[np.isin(exact, _twice(np.sort(exact)))]] = True
     return mask
+
+
+def _twice(ordered: np.ndarray) -> np.ndarray:
+    """Distinct values occurring more than once in a sorted array."""
+    return np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
+
+
+def _members(values: np.ndarray, wanted: np.ndarray, bits: int) -> np.ndarray:
+    """Positions of `values` (uint32) that are in `wanted`. A bitmap over the top `bits` bits
+    narrows the lookups to a few thousand before the exact test (np.isin alone sorts everything
+    once `wanted` has more than a handful of values); 2**20 bools stay in a core's L2 cache."""
+    if not len(wanted):
+        return np.zeros(0, np.intp)
+    shift = np.uint32(32 - bits)
+    bitmap = np.zeros(1 << bits, bool)
+    bitmap[wanted >> shift] = True
+    maybe = np.flatnonzero(bitmap[values >> shift])
+    return maybe[np.isin(values[maybe], wanted)]

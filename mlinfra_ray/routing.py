@@ -127,8 +127,8 @@ def _duplicates(column: pa.ChunkedArray, rows: np.ndarray, seen: pa.Array | None
     dup = np.zeros(len(everything), bool)
     if len(candidates):
         old, new = candidates[candidates < n_seen], candidates[candidates >= n_seen] - n_seen
-        parts = ([seen.take(pa.array(old)).cast(pa.string())] if n_seen else []) + \
-            [_combined(column.take(pa.array(rows[new]))).cast(pa.string())]
+        earlier = [seen.take(pa.array(old)).cast(pa.string())] if n_seen else []
+        parts = earlier + [_take_text(column, rows[new])]
         codes = pc.dictionary_encode(pa.concat_arrays(parts)).indices.to_numpy()
         _, first = np.unique(codes, return_index=True)
         later = np.ones(len(codes), bool)
@@ -187,9 +187,10 @@ def _quarantine_table(table: pa.Table, rows: np.ndarray) -> pa.Table:
 
 
 def _take_text(col: pa.ChunkedArray, rows: np.ndarray) -> pa.Array:
-    """Sorted `rows` of a dictionary-encoded text column as plain strings, chunk by chunk: a take
-    across chunks first unifies their dictionaries, hashing every failing row's raw JSON (12 of
-    the 24 ms this table took for 2.7M rows)."""
+    """Sorted `rows` of a text column as plain strings, chunk by chunk: a take across chunks first
+    concatenates them (26k dedup candidates of 2.7M keys: 6 ms, against ~1 ms chunk by chunk), and
+    for dictionary-encoded text unifies their dictionaries, hashing every failing row's raw JSON
+    (12 of the 24 ms the quarantine table took for 2.7M rows)."""
     bounds = np.cumsum([0] + [len(c) for c in col.chunks])
     los, his = np.searchsorted(rows, bounds[:-1]), np.searchsorted(rows, bounds[1:])
     parts = [chunk.take(pa.array(rows[lo:hi] - start)).cast(pa.string())
