@@ -72,8 +72,13 @@ def _run(splits: list[dict], contract: ContractSettings) -> list[pa.Table]:
     ctx.target_max_block_size = BLOCK_BYTES
     groups = task_groups(splits, cluster_cpus())
     ds = ray.data.from_items([{"splits": json.dumps(g)} for g in groups], override_num_blocks=len(groups))
+    # No generator backpressure (Ray Data's default pauses a task once it is 2 blocks ahead of the
+    # executor's bookkeeping): every block is held until routing anyway, so pausing bounds no
+    # memory, and the driver, busy mapping blocks, is slow to acknowledge them (in one process,
+    # alternated: 1.19 → 1.15 s and 1.33 → 1.28 s median for 200 MB on 2 CPUs).
     ds = ds.map_batches(read_and_validate, batch_size=1, batch_format="pyarrow",
-                        fn_kwargs={"lay": layout(contract), "contract": contract})
+                        fn_kwargs={"lay": layout(contract), "contract": contract},
+                        _generator_backpressure_num_objects=-1)
     try:
         # Each block fetched as it is produced (`to_arrow_refs` returns only once all are): the
         # driver maps them while the tasks still run, and the last one is ready ~0.1 s sooner.
