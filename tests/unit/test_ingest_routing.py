@@ -8,6 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from blake3 import blake3
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -15,7 +16,7 @@ from mlinfra_ray import lake
 from mlinfra_ray.compose import compose_settings
 from mlinfra_ray.contract import EXTRA, EXTRA_TYPE, apply_contract
 from mlinfra_ray.fingerprint import fingerprint, repeated
-from mlinfra_ray.ingest import DataQualityError, read_clean, route_and_write
+from mlinfra_ray.ingest import DataQualityError, ingest, read_clean, route_and_write
 from mlinfra_ray.routing import DUPLICATE, KEY_FP, QUARANTINED, route, stable_argsort
 from tests.unit.test_contract import GOOD
 
@@ -162,6 +163,25 @@ def test_a_lake_in_the_old_single_file_layout_is_rebuilt(tmp_path):
     assert r.clean == 20 and read_clean(str(tmp_path), CONTRACT).num_rows == 20
     assert pq.read_table(tmp_path / "quarantine.parquet").num_rows == 1
 
+
+
+def test_a_lake_from_before_blake3_is_rebuilt_not_duplicated(tmp_path):
+    """Lake format 2 recorded SHA-256 content hashes; format 3 records BLAKE3 (what `b3sum`
+    prints for a file of one split). An older lake is rebuilt from all inputs, so no content
+    check compares hashes of two kinds and no row is counted twice."""
+    raw = tmp_path / "raw.csv"
+    raw.write_text(",".join(GOOD) + "\n" + "".join(
+        ",".join({**GOOD, "transaction_id": f"tx{i:08d}"}.values()) + "\n" for i in range(5)))
+    first = ingest(str(raw), str(tmp_path / "lake"), CONTRACT, use_ray=False)
+    manifest = lake.load_manifest(tmp_path / "lake")
+    assert manifest["format"] == 3 and manifest["files"][0]["blake3"] == blake3(raw.read_bytes()).hexdigest()
+    files = [{**{k: v for k, v in f.items() if k != "blake3"}, "sha256": "0" * 64} for f in manifest["files"]]
+    old = {**manifest, "format": 2, "files": files}
+    (tmp_path / "lake" / "manifest.json").write_text(json.dumps(old))
+    again = ingest(str(raw), str(tmp_path / "lake"), CONTRACT, use_ray=False)
+    assert (first.clean, again.clean, again.duplicates_removed) == (5, 5, 0)
+    assert read_clean(str(tmp_path / "lake"), CONTRACT).num_rows == 5
+    assert lake.load_manifest(tmp_path / "lake")["files"][0]["blake3"] == manifest["files"][0]["blake3"]
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.integers(-3, 3), max_size=60), st.integers(0, 2**40))
