@@ -22,8 +22,8 @@ from mlinfra_ray.sources import SPLIT_BYTES, RawFile, RawInputError, file_digest
 
 log = logging.getLogger(__name__)
 # Ray Data buffers what a task yields until it exceeds this many bytes, then stores it as one
-# block (sliced only past 1.5× this). A validated CSV split of the fraud data is ~1.6× its 16 MB
-# of text (27 MB), so at 1.5 × SPLIT_BYTES each split leaves the task as its own block as soon as
+# block (sliced only past 1.5× this). A validated CSV split of the fraud data is ~1.6× its 12 MiB
+# of text (~20 MB), so at 1.5 × SPLIT_BYTES each split leaves the task as its own block as soon as
 # it is done (a narrower dataset's splits may leave two at a time: still correct, less streamed).
 # With the 128 MB default a task held ~5 splits and then stored one 155 MB block, and its last
 # blocks only when it ended (measured, 200 MB on 2 CPUs, A/B interleaved: 1.79 → 1.64 s, and
