@@ -101,7 +101,7 @@ def coerce_column(raw: pa.Array, col: ColumnSpec) -> tuple[pa.Array, list[Check]
     checks: list[Check] = []
     if not col.nullable:
         checks.append((pc.invert(present), f"missing:{col.name}"))
-    values, parsed, extra = _cast(text, col)
+    values, parsed, extra = _cast(_unpadded(text, col), col)
     checks.append((pc.and_(present, pc.invert(parsed)), f"{_kind(col)}:{col.name}"))
     checks.extend(extra)
     if col.regex is not None:
@@ -154,10 +154,13 @@ def _coerce_categorical(raw: pa.Array, col: ColumnSpec) -> tuple[pa.DictionaryAr
 
 def _encoded(index: pa.Array, values: pa.Array) -> pa.DictionaryArray:
     """int32 `index` into `values`; a row whose value is null (a blank after trimming) gets a
-    null index, so the row itself is null (Arrow's null checks read the indices, not values)."""
+    null index, so the row itself is null (Arrow's null checks read the indices, not values).
+    The dictionary itself holds no null: Arrow cannot unify dictionaries with nulls, which every
+    take across splits does (it failed gathering clean rows once a split had a blank category)."""
     index = index.cast(pa.int32())
     if values.null_count:
         index = set_nulls(index, pc.fill_null(pc.is_valid(values).take(index), False))
+        values = values.fill_null("")
     return pa.DictionaryArray.from_arrays(index, values.cast(pa.string()))
 
 
@@ -210,6 +213,20 @@ def _bound(limit: float, values: pa.Array, to_int) -> float | pa.Scalar:
         return limit
     bound = int(to_int(limit)) if math.isfinite(limit) else (INT64_MAX if limit > 0 else INT64_MIN)
     return pa.scalar(min(max(bound, INT64_MIN), INT64_MAX), pa.int64())
+
+
+def _unpadded(text: pa.Array, col: ColumnSpec) -> pa.Array:
+    """A number's text without surrounding spaces and tabs: " 1.5" is 1.5. A clean CSV float
+    column is typed by pyarrow's reader, which strips exactly those two characters around a
+    number, so without this a padded number would be clean in one split and quarantined in
+    another, depending on its neighbours. Whitespace alone stays a (bad) value: it is not a
+    number, and pyarrow does not read it as one either. One scan over the edge bytes when
+    nothing is padded (the contract's own `trim` step has already removed all of it)."""
+    from mlinfra_ray.text_kernels import edge_bytes
+
+    if col.type not in ("float", "int") or "trim" in col.normalize or not edge_bytes(text):
+        return text
+    return pc.utf8_trim(text, characters=" \t")
 
 
 def _kind(col: ColumnSpec) -> str:

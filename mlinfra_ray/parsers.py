@@ -72,15 +72,22 @@ def parse_csv(data: bytes, lo: int, hi: int, header: list[str], delimiter: str,
         bad.append(row)
         return "skip"
 
-    try:
-        table = pacsv.read_csv(
+    def read(column_types: dict[str, pa.DataType]) -> pa.Table:
+        bad.clear()
+        return pacsv.read_csv(
             pa.BufferReader(pa.py_buffer(data)[lo:end]),
             read_options=pacsv.ReadOptions(use_threads=False, column_names=header, block_size=_block(lo, end)),
             parse_options=pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=keep_bad),
             convert_options=pacsv.ConvertOptions(
-                column_types={h: t for h in header if (t := (types or {}).get(h, pa.string())) is not None},
-                strings_can_be_null=True, null_values=[""], true_values=[], false_values=[],
-                check_utf8=False))  # checked once for the whole split, above
+                column_types=column_types, strings_can_be_null=True, null_values=[""], true_values=[],
+                false_values=[], check_utf8=False))  # checked once for the whole split, above
+
+    column_types = {h: t for h in header if (t := (types or {}).get(h, pa.string())) is not None}
+    try:
+        table = read(column_types)
+        loose = _loosely_typed(table, column_types, data, lo, end)
+        if loose:  # rare: read those columns again as text, for the contract to judge
+            table = read({**column_types, **{h: pa.string() for h in loose}})
     except pa.ArrowInvalid:  # bad UTF-8, or a quote left open at the end: the exact path decides
         return _parse_csv_lines(data, lo, hi, header, delimiter)
     lines = line_count(data, lo, end) if region_lines is None else region_lines - line_count(data, end, hi)
@@ -92,6 +99,36 @@ def parse_csv(data: bytes, lo: int, hi: int, header: list[str], delimiter: str,
     good_pos = np.delete(np.arange(lines, dtype=np.int64), bad_pos)
     reasons = [field_count_reason(r.actual_columns, r.expected_columns) for r in bad]
     return _with_rejects(table, good_pos, bad_pos, reasons, [r.text for r in bad])
+
+
+def _loosely_typed(table: pa.Table, typed: dict[str, pa.DataType], data: bytes, lo: int, end: int) -> list[str]:
+    """Columns pyarrow typed itself whose values may not be what the contract's number grammar
+    reads from their text. A float64 column is (pyarrow's reader strips spaces and tabs around a
+    number, and so does the contract; inf and nan fail either way). An int64 column is, unless
+    the split holds hexadecimal ("0x1F": pyarrow's integer reader takes it, the grammar does not)
+    or a negative zero (read as integer 0, where the text path keeps -0.0's sign). Any other
+    inferred type (dates, times) holds only non-numbers, whose original text the quarantine keeps."""
+    inferred = [f for f in table.schema if f.name not in typed and not pa.types.is_null(f.type)]
+    loose = [f.name for f in inferred if not (pa.types.is_float64(f.type) or pa.types.is_int64(f.type))]
+    ints = [f.name for f in inferred if pa.types.is_int64(f.type)]
+    if ints and not _plain_integers(data, lo, end):
+        loose += ints
+    return loose
+
+
+def _plain_integers(data: bytes, lo: int, end: int) -> bool:
+    """No "0x"/"0X" in data[lo:end], and no "-0" that could start a field (a "-0" right after a
+    digit or letter, as in dates like 2026-03-09, cannot)."""
+    if data.find(b"0x", lo, end) >= 0 or data.find(b"0X", lo, end) >= 0:
+        return False
+    view = np.frombuffer(data, np.uint8, end - lo, lo)
+    at = np.flatnonzero((view[:-1] == 45) & (view[1:] == 48))  # "-0"
+    if not len(at):
+        return True
+    if at[0] == 0:
+        return False
+    before = view[at - 1] | 32  # ASCII letters to lower case (digits keep their codes)
+    return bool(np.all(((before >= 48) & (before <= 57)) | ((before >= 97) & (before <= 122))))
 
 
 def _block(lo: int, end: int) -> int:

@@ -225,8 +225,9 @@ def parse_number(text: pa.Array, floating: bool) -> tuple[pa.Array, pa.Array]:
     """(values, ok): `text` read as float64 (`floating`) or int64 exactly as Arrow's cast reads it,
     value by value. ok is false for null and for text outside the grammar — the float grammar
     `^[+-]?(\\d+(\\.\\d*)?|\\.\\d+)([eE][+-]?\\d+)?$` or the int grammar `^-?\\d+$` (Arrow's
-    own) — and for an int outside int64; its value is then null. One bad value never fails the
-    column (Arrow's cast raises for the whole array).
+    own, less the hexadecimal `0x1F` its int cast also reads) — and for an int outside int64;
+    its value is then null. One bad value never fails the column (Arrow's cast raises for the
+    whole array).
 
     Exactness: up to 18 significant digits an int is exact in int64; a float whose significant
     digits w ≤ 2**53 and a decimal exponent e in [-22, 22] is w·10**e, and w and 10**|e|

@@ -10,6 +10,7 @@ import json
 import os
 
 import numpy as np
+import pyarrow.compute as pc
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -113,3 +114,47 @@ def _file_digest(path, split_bytes: int) -> str:
     parts = [sources.content_hash(data[i:i + split_bytes]) for i in range(0, len(data), split_bytes)] or \
         [sources.content_hash(b"")]
     return sources.file_digest(parts)
+
+
+FLOAT_FIELDS = ["amount", "distance_from_home_km", "device_age_days"]
+ODD_NUMBERS = st.one_of(
+    st.sampled_from([" 1.5", "1.5\t", "\t7 ", " -0 ", "-0", "-00", "0x1F", "0X10", " ", "\t", "1e5", ".5", "5.",
+                     "+2.5", "inf", "nan", "2026-01-02", "03:04:05", "12,5", "1_000", "7"]),
+    st.from_regex(r"[ \t]{0,2}-?(0x)?[0-9]{1,4}(\.[0-9]{0,2})?[ \t]{0,2}", fullmatch=True))
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(st.sampled_from(FLOAT_FIELDS), ODD_NUMBERS, st.sampled_from(["12.5", "7", "-3"]))
+def test_a_value_means_the_same_whatever_its_neighbours(tmp_path_factory, field, value, neighbour):
+    """pyarrow types a CSV float column itself when every value in the split reads as a number
+    (the fast path); one bad neighbour sends the split through the contract's text path. A value's
+    outcome, reasons and clean value (to the sign of zero) must not depend on which path it took."""
+    def outcome(rows: list[str]) -> tuple:
+        folder = tmp_path_factory.mktemp("split")
+        lines = [",".join(FIELDS)] + [",".join(_csv_cell({**GOOD, "transaction_id": f"tx{i:08d}", field: v}[f])
+                                               for f in FIELDS) for i, v in enumerate(rows)]
+        (folder / "t.csv").write_text("\n".join(lines) + "\n")
+        table, _ = read_validated(sources.list_raw_files(str(folder / "t.csv")), CONTRACT, use_ray=False)
+        routed = route(table, CONTRACT)
+        first = routed.quarantine.filter(pc.equal(routed.quarantine.column(LINE), 2))
+        clean = routed.clean.filter(pc.equal(routed.clean.column("transaction_id"), "tx00000000"))
+        return (first.column("_reasons").to_pylist(),
+                [repr(v) for v in clean.column(field).to_pylist()])  # repr: -0.0 is not 0.0
+
+    alone = outcome([value, neighbour])
+    assert outcome([value, neighbour, "garbage"]) == alone  # the text path
+    assert outcome([value, neighbour, "0.25"]) == alone  # a float split (and an int one, above)
+
+
+def test_a_blank_category_in_one_split_does_not_break_gathering_across_splits(tmp_path, monkeypatch):
+    """A category that is blank after trimming is null; its split's dictionary must not hold the
+    null, or Arrow cannot unify the splits' dictionaries when clean rows are gathered."""
+    rows = [{**GOOD, "transaction_id": f"tx{i:08d}", "channel": "  " if i == 1 else ["web", "pos"][i % 2]}
+            for i in range(40)]
+    path = tmp_path / "t.csv"
+    path.write_text("\n".join([",".join(FIELDS)] + [",".join(r[f] for f in FIELDS) for r in rows]) + "\n")
+    monkeypatch.setattr(sources, "SPLIT_BYTES", 400)  # several splits, different dictionaries
+    table, _ = read_validated(sources.list_raw_files(str(path)), CONTRACT, use_ray=False)
+    routed = route(table, CONTRACT)
+    assert routed.clean.num_rows == 39 and set(routed.clean.column("channel").to_pylist()) == {"web", "pos"}
+    assert routed.quarantine.column("_reasons").to_pylist() == ["missing:channel"]

@@ -80,8 +80,9 @@ def test_regex_match_on_sliced_and_empty_arrays():
 def _arrow_number(value: str | None, floating: bool) -> tuple[bool, float | int | None]:
     """Arrow's cast of one value: (parsed, value); the reference the kernel must equal. Arrow also
     reads the words nan/inf/infinity; the kernel rejects them (the contract rejects non-finite
-    numbers either way, as `type:<column>`)."""
-    if value is None:
+    numbers either way, as `type:<column>`). Arrow's int cast also reads hexadecimal ("0x1F"),
+    which the contract's int grammar does not (INT_RE: decimal digits only)."""
+    if value is None or (not floating and not re.fullmatch(INT_RE[1:-1], value)):
         return False, None
     try:
         out = pa.scalar(value, pa.string()).cast(pa.float64() if floating else pa.int64()).as_py()
