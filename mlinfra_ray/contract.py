@@ -101,7 +101,7 @@ def coerce_column(raw: pa.Array, col: ColumnSpec) -> tuple[pa.Array, list[Check]
     checks: list[Check] = []
     if not col.nullable:
         checks.append((pc.invert(present), f"missing:{col.name}"))
-    values, parsed, extra = _cast(_unpadded(text, col), col)
+    values, parsed, extra = _cast(text, col)
     checks.append((pc.and_(present, pc.invert(parsed)), f"{_kind(col)}:{col.name}"))
     checks.extend(extra)
     if col.regex is not None:
@@ -215,20 +215,6 @@ def _bound(limit: float, values: pa.Array, to_int) -> float | pa.Scalar:
     return pa.scalar(min(max(bound, INT64_MIN), INT64_MAX), pa.int64())
 
 
-def _unpadded(text: pa.Array, col: ColumnSpec) -> pa.Array:
-    """A number's text without surrounding spaces and tabs: " 1.5" is 1.5. A clean CSV float
-    column is typed by pyarrow's reader, which strips exactly those two characters around a
-    number, so without this a padded number would be clean in one split and quarantined in
-    another, depending on its neighbours. Whitespace alone stays a (bad) value: it is not a
-    number, and pyarrow does not read it as one either. One scan over the edge bytes when
-    nothing is padded (the contract's own `trim` step has already removed all of it)."""
-    from mlinfra_ray.text_kernels import edge_bytes
-
-    if col.type not in ("float", "int") or "trim" in col.normalize or not edge_bytes(text):
-        return text
-    return pc.utf8_trim(text, characters=" \t")
-
-
 def _kind(col: ColumnSpec) -> str:
     return "format" if col.type == "timestamp" else "type"
 
@@ -251,7 +237,10 @@ def _cast(text: pa.Array, col: ColumnSpec) -> tuple[pa.Array, pa.Array, list[Che
     if col.type in ("float", "int"):  # Arrow's number grammar, value by value, in one pass
         from mlinfra_ray.text_kernels import parse_number
 
-        values, ok = parse_number(text, floating=col.type == "float")
+        # Spaces and tabs around a number are ignored: a clean CSV float column is typed by
+        # pyarrow's reader, which strips them, and a value must mean the same whichever way its
+        # split is read (" 1.5" was clean next to numbers, type:amount next to garbage).
+        values, ok = parse_number(text, floating=col.type == "float", padded=True)
         if col.type == "float" and values.null_count < len(values):  # "nan", "1e999": not usable numbers
             finite = pc.fill_null(pc.is_finite(values), False)
             if not pc.all(pc.or_(finite, pc.is_null(values))).as_py():

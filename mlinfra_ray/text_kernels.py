@@ -221,13 +221,14 @@ def _fnv64(off, data, seed, prime):
 
 # --- numbers ----------------------------------------------------------------------------------
 
-def parse_number(text: pa.Array, floating: bool) -> tuple[pa.Array, pa.Array]:
+def parse_number(text: pa.Array, floating: bool, padded: bool = False) -> tuple[pa.Array, pa.Array]:
     """(values, ok): `text` read as float64 (`floating`) or int64 exactly as Arrow's cast reads it,
     value by value. ok is false for null and for text outside the grammar — the float grammar
     `^[+-]?(\\d+(\\.\\d*)?|\\.\\d+)([eE][+-]?\\d+)?$` or the int grammar `^-?\\d+$` (Arrow's
     own, less the hexadecimal `0x1F` its int cast also reads) — and for an int outside int64;
     its value is then null. One bad value never fails the column (Arrow's cast raises for the
-    whole array).
+    whole array). `padded`: spaces and tabs around a value are ignored (what pyarrow's CSV reader
+    does when it types a number itself); whitespace alone is still not a number.
 
     Exactness: up to 18 significant digits an int is exact in int64; a float whose significant
     digits w ≤ 2**53 and a decimal exponent e in [-22, 22] is w·10**e, and w and 10**|e|
@@ -236,10 +237,11 @@ def parse_number(text: pa.Array, floating: bool) -> tuple[pa.Array, pa.Array]:
     subnormals) is handed to Arrow's cast (ints to Python's int: same grammar, same range)."""
     off, data = buffers(text)
     values = np.zeros(len(off) - 1, np.float64 if floating else np.int64)
-    state = _number(off, data, _valid(text), floating, values)
+    state = _number(off, data, _valid(text), floating, padded, values)
     ask = np.flatnonzero(state == ASK)
     if len(ask):  # rare: settle each value the way Arrow would
         strings = text.take(pa.array(ask)).cast(pa.string()).to_pylist()
+        strings = [v.strip(" \t") for v in strings] if padded else strings
         if floating:
             for i, s in zip(ask, strings, strict=True):
                 try:
@@ -269,7 +271,7 @@ def _digits(data, p, end):
 
 
 @numba.njit(cache=True, nogil=True)
-def _number(off, data, valid, floating, values):
+def _number(off, data, valid, floating, padded, values):
     n = len(off) - 1
     state = np.zeros(n, np.int8)  # NULL (also: outside the grammar), PARSED, REJECTED, ASK
     pow10 = POW10
@@ -278,6 +280,11 @@ def _number(off, data, valid, floating, values):
             continue
         p, end = off[i], off[i + 1]
         state[i] = REJECTED
+        if padded:
+            while p < end and (data[p] == 32 or data[p] == 9):
+                p += 1
+            while end > p and (data[end - 1] == 32 or data[end - 1] == 9):
+                end -= 1
         neg = p < end and data[p] == 45  # -
         if p < end and (neg or (floating and data[p] == 43)):  # - or (float) +
             p += 1

@@ -138,6 +138,19 @@ def test_parse_number_reads_the_contract_grammar(floating, values):
     assert parse_number(text, floating)[1].to_pylist() == expected
 
 
+@SETTINGS
+@given(st.booleans(), st.lists(st.one_of(st.none(), st.text("0123456789+-.eE \t", max_size=10)), max_size=40))
+def test_parse_number_padded_reads_the_value_without_spaces_and_tabs(floating, values):
+    """`padded` == stripping spaces and tabs first (whitespace alone stays not a number)."""
+    text = _text(values)
+    stripped = _text([None if v is None else v.strip(" \t") for v in values])
+    got, ok = parse_number(text, floating, padded=True)
+    want, want_ok = parse_number(stripped, floating)
+    assert ok.to_pylist() == want_ok.to_pylist()
+    assert all(_same(a, b) for a, b in zip(got.to_pylist(), want.to_pylist(), strict=True))
+    assert parse_number(_text([" ", "\t\t", " 1 2 "]), floating, padded=True)[1].to_pylist() == [False] * 3
+
+
 def test_parse_number_edges():
     floats = ["-0", "+5", "1.", ".5", "0.1", "1e22", "9007199254740993", "1e23", "1e-400", "4.9e-324",
               "1e999", "0e999999999999", "123456789012345678901234", "0.300000000000000000000001", "-0e5",
