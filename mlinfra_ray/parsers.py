@@ -107,8 +107,10 @@ def _loosely_typed(table: pa.Table, typed: dict[str, pa.DataType], data: bytes, 
     number, and so does the contract; inf and nan fail either way). An int64 column is, unless
     the split holds hexadecimal ("0x1F": pyarrow's integer reader takes it, the grammar does not)
     or a negative zero (read as integer 0, where the text path keeps -0.0's sign). Any other
-    inferred type (dates, times) holds only non-numbers, whose original text the quarantine keeps."""
-    inferred = [f for f in table.schema if f.name not in typed and not pa.types.is_null(f.type)]
+    inferred type (dates, times) holds only non-numbers, whose original text the quarantine keeps
+    (a column pyarrow left as text is text already)."""
+    inferred = [f for f in table.schema if f.name not in typed and not pa.types.is_null(f.type)
+                and not pa.types.is_string(f.type)]  # text already: the contract reads it
     loose = [f.name for f in inferred if not (pa.types.is_float64(f.type) or pa.types.is_int64(f.type))]
     ints = [f.name for f in inferred if pa.types.is_int64(f.type)]
     if ints and not _plain_integers(data, lo, end):

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.csv  # noqa: F401  (pa.csv)
 import pyarrow.parquet as pq
 import pytest
 
@@ -237,3 +238,21 @@ def test_a_run_without_unknown_columns_still_writes_the_quarantine_schema(tmp_pa
     q = route(table, contract).quarantine
     assert q.column_names == QUARANTINE_COLUMNS and q.schema.field(EXTRA).type == EXTRA_TYPE
     assert q.column(EXTRA).to_pylist() == [None, None] and q.num_rows == 2
+
+
+@pytest.mark.parametrize(("values", "loose"), [
+    (["1.5", " 2"], []),  # float64: what the contract reads too
+    (["1.5", "n/a"], []),  # left as text by pyarrow: the contract reads the text
+    (["", ""], []),  # all null
+    (["7", "8"], []),  # int64, plain
+    (["7", "0x1F"], ["a"]),  # int64 from hexadecimal
+    (["7", "-0"], ["a"]),  # int64 0 from -0
+    (["2026-01-02", "2026-01-03"], ["a"]),  # a date: re-read as text, its original spelling kept
+])
+def test_only_columns_pyarrow_may_have_misread_are_read_again_as_text(values, loose):
+    from mlinfra_ray.parsers import _loosely_typed
+
+    data = ("a,b\n" + "".join(f"{v},2026-01-0{i + 1}\n" for i, v in enumerate(values))).encode()
+    table = pa.csv.read_csv(pa.py_buffer(data), convert_options=pa.csv.ConvertOptions(
+        column_types={"b": pa.string()}, strings_can_be_null=True, null_values=[""]))
+    assert _loosely_typed(table, {"b": pa.string()}, data, 4, len(data)) == loose
