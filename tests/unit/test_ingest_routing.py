@@ -200,6 +200,20 @@ def test_repeated_marks_exactly_the_values_seen_twice(values):
     assert repeated(fp).tolist() == [counts[v] > 1 for v in values]
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_repeated_on_keys_enough_for_two_threads(seed):
+    """Past 200k keys the prefix lookups run in two halves: repeats within each half, across the
+    halves, on the seam and prefix-only matches are all found, and nothing else."""
+    rng = np.random.default_rng(seed)
+    fp = rng.integers(0, 2**64, 300_000, dtype=np.uint64)
+    half = len(fp) // 2
+    fp[[5, half - 1, half + 3, half + 4, len(fp) - 1]] = fp[[7, half, 11, half + 10, half - 2]]
+    fp[[20, half + 20]] = fp[21] ^ np.uint64(1), fp[21] ^ np.uint64(2)  # same high word, other low word
+    _, inverse, counts = np.unique(fp, return_inverse=True, return_counts=True)
+    assert repeated(fp).tolist() == (counts[inverse] > 1).tolist()
+    assert repeated(fp).sum() == 10
+
+
 def test_routing_on_the_driver_does_not_import_numba(tmp_path):
     """The read tasks fingerprint the keys; the driver only routes. Importing numba there would
     cost every one-shot ingest job ~0.4 s (import + loading cached kernels)."""
