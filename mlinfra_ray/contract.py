@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mlinfra_ray.bitmaps import bools, valid
 from mlinfra_ray.contract_rows import raw_for, reasons_for, scatter
 from mlinfra_ray.contract_spec import ContractError, column, validate_contract
 from mlinfra_ray.contract_time import ARROW_TYPES, Check, parse_timestamp, set_nulls
@@ -70,8 +71,7 @@ def apply_contract(batch: pa.Table, contract: ContractSettings) -> pa.Table:
         values, col_checks = _coerce_categorical(raw, col) if categorical(col) else coerce_column(raw, col)
         typed[col.name] = values
         checks.extend(col_checks)
-    bad = _any_fails(checks, n, parse)
-    rows = np.flatnonzero(bad.to_numpy(zero_copy_only=False))
+    rows = np.flatnonzero(_any_fails(checks, n, parse))
     reasons = reasons_for(rows, checks, parse)
     raw = raw_for(rows, {c.name: _raw_column(batch, c.name) for c in contract.columns},
                   _combined(batch.column(RAW_TEXT)) if RAW_TEXT in batch.column_names else None)
@@ -122,7 +122,7 @@ def _blank_to_null(text: pa.Array) -> tuple[pa.Array, pa.Array]:
     off = np.frombuffer(text.buffers()[1], np.int32, n + 1)
     keep = off[1:] > off[:-1]
     if text.null_count:
-        keep &= text.is_valid().to_numpy(zero_copy_only=False)
+        keep &= valid(text)
     bitmap = pa.py_buffer(np.packbits(keep, bitorder="little"))
     return (pa.Array.from_buffers(text.type, n, [bitmap, *text.buffers()[1:]]),
             pa.Array.from_buffers(pa.bool_(), n, [None, bitmap]))
@@ -255,9 +255,12 @@ def _cast(text: pa.Array, col: ColumnSpec) -> tuple[pa.Array, pa.Array, list[Che
     return parse_timestamp(text, col)
 
 
-def _any_fails(checks: list[Check], n: int, parse: pa.Array | None) -> pa.Array:
-    bad = pa.array(np.zeros(n, bool))
+def _any_fails(checks: list[Check], n: int, parse: pa.Array | None) -> np.ndarray:
+    """Per row: does any check fail (or did the parser reject the line)?"""
+    bad = np.zeros(n, np.bool_)
     for mask, _ in checks:
-        if mask.true_count:  # most checks never fire: skip their kernels
-            bad = pc.or_(bad, pc.fill_null(mask, False))
-    return bad if parse is None else pc.or_(bad, pc.is_valid(parse))
+        if mask.true_count:  # most checks never fire: skip them
+            bad |= bools(mask)
+    if parse is not None and parse.null_count < n:
+        bad |= valid(parse)
+    return bad

@@ -7,6 +7,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mlinfra_ray.bitmaps import bools, masked
+
 
 def reasons_for(rows: np.ndarray, checks: list, parse: pa.Array | None) -> pa.Array:
     """";"-joined codes per failing row; a parser rejection is the only reason for its row.
@@ -17,7 +19,7 @@ def reasons_for(rows: np.ndarray, checks: list, parse: pa.Array | None) -> pa.Ar
     fired = [(mask, code) for mask, code in checks if mask.true_count]
     hits = np.zeros((len(rows), len(fired)), bool)
     for j, (mask, _) in enumerate(fired):
-        hits[:, j] = pc.fill_null(mask.take(idx), False).to_numpy(zero_copy_only=False)
+        hits[:, j] = bools(mask)[rows]
     packed = np.packbits(hits, axis=1)  # one row of bytes per failing row: its combination
     keys = packed.view(np.dtype((np.void, packed.shape[1]))).ravel() if len(fired) else np.zeros(len(rows))
     _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
@@ -60,4 +62,4 @@ def scatter(rows: np.ndarray, values: pa.Array, n: int) -> pa.DictionaryArray:
         values = values.combine_chunks()
     index = np.full(n, -1, np.int32)
     index[rows] = np.arange(len(rows), dtype=np.int32)
-    return pa.DictionaryArray.from_arrays(pa.array(index, mask=index < 0), values.cast(pa.string()))
+    return pa.DictionaryArray.from_arrays(masked(index, pa.int32(), index >= 0), values.cast(pa.string()))

@@ -17,6 +17,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mlinfra_ray.bitmaps import boolean, masked
+
 ARROW_TYPES = {"string": pa.string(), "float": pa.float64(), "int": pa.int64(), "bool": pa.bool_(),
                "timestamp": pa.timestamp("us", tz="UTC")}
 EPOCH_DIGITS = {"epoch_s": (9, 10, 1_000_000), "epoch_ms": (12, 13, 1_000)}  # min, max digits, to µs
@@ -45,16 +47,16 @@ def parse_timestamp(text: pa.Array, col) -> tuple[pa.Array, pa.Array, list[Check
     parsed = state == PARSED
     local_formats = [k for k, f in enumerate(formats) if not _utc(f, col.timezone)]
     local = parsed & np.isin(which, local_formats)  # epochs (which == -1) are UTC already
-    result = pa.array(micros, pa.timestamp("us"), mask=~(parsed & ~local)).cast(ARROW_TYPES["timestamp"])
+    result = masked(micros, pa.timestamp("us"), parsed & ~local).cast(ARROW_TYPES["timestamp"])
     ambiguous = None
     for k in np.unique(which[local]):  # formats read as local time in the contract's timezone
-        naive = pa.array(micros, pa.timestamp("us"), mask=~(local & (which == k)))
+        naive = masked(micros, pa.timestamp("us"), local & (which == k))
         utc, amb = _localize(naive, formats[k], col.timezone)
         result = pc.coalesce(result, utc)
         ambiguous = _either(ambiguous, amb)
     ask = state == ASK
     if ask.any():  # values only strptime can judge (unpadded fields, odd spacing, other directives)
-        rest, amb = _parse_each(set_nulls(text, pa.array(ask)), col)
+        rest, amb = _parse_each(set_nulls(text, boolean(ask)), col)
         result = pc.coalesce(result, rest)
         ambiguous = _either(ambiguous, amb)
     return _checked(result, ambiguous, col)

@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mlinfra_ray.bitmaps import boolean, valid
 from mlinfra_ray.contract import EXTRA, EXTRA_TYPE, LINE, SOURCE, SPLIT, SPLIT_INFO, categorical
 from mlinfra_ray.parsers import Undecodable, line_count, parse_csv, parse_jsonl, parse_parquet
 from mlinfra_ray.settings import ContractSettings
@@ -185,12 +186,12 @@ def _extras(table: pa.Table, names: list[str]) -> pa.Array:
     values = pa.concat_arrays([_as_text(table.column(c)) for c in names])  # column-major
     order = (np.arange(len(names))[None, :] * n + np.arange(n)[:, None]).ravel()  # → row-major
     values = values.take(pa.array(order))
-    present = values.is_valid().to_numpy(zero_copy_only=False)  # a null is not an extra value
+    present = valid(values)  # a null is not an extra value
     keys = pa.array(np.tile(np.array(names, object), n)[present], pa.string())
-    items = pa.StructArray.from_arrays([keys, values.filter(pa.array(present))], names=["k", "v"])
+    items = pa.StructArray.from_arrays([keys, values.filter(boolean(present))], names=["k", "v"])
     counts = present.reshape(n, len(names)).sum(axis=1)
     offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
-    mask = pa.array(counts == 0)  # rows without any extra value: null, like files without extras
+    mask = boolean(counts == 0)  # rows without any extra value: null, like files without extras
     return pa.ListArray.from_arrays(offsets, items, type=EXTRA_TYPE, mask=mask)
 
 

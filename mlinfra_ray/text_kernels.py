@@ -24,6 +24,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from numba.core import caching
 
+from mlinfra_ray.bitmaps import boolean, masked, valid
+
 
 def _cache_probe() -> None:
     """Stands in for the kernels below when asking numba where it could cache them."""
@@ -61,7 +63,7 @@ def buffers(text: pa.Array) -> tuple[np.ndarray, np.ndarray]:
 
 def _valid(text: pa.Array) -> np.ndarray:
     """Validity as numpy bools (a copy: only for the kernels that need it)."""
-    return text.is_valid().to_numpy(zero_copy_only=False)
+    return valid(text)
 
 
 # --- regexes ----------------------------------------------------------------------------------
@@ -72,7 +74,7 @@ def regex_match(text: pa.Array, regex: str) -> pa.Array:
     table = fixed_pattern(regex)
     if table is None:
         return pc.match_substring_regex(text, regex)
-    return pa.array(_match_fixed(*buffers(text), table), mask=~_valid(text))
+    return boolean(_match_fixed(*buffers(text), table), _valid(text) if text.null_count else None)
 
 
 @lru_cache(maxsize=256)
@@ -256,7 +258,7 @@ def parse_number(text: pa.Array, floating: bool, padded: bool = False) -> tuple[
                 else:
                     state[i] = REJECTED
     ok = state == PARSED
-    return pa.array(values, mask=~ok), pa.array(ok)
+    return masked(values, pa.float64() if floating else pa.int64(), ok), boolean(ok)
 
 
 POW10 = np.array([10.0 ** k for k in range(23)])  # all exact doubles
