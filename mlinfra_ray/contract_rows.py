@@ -62,4 +62,5 @@ def scatter(rows: np.ndarray, values: pa.Array, n: int) -> pa.DictionaryArray:
         values = values.combine_chunks()
     index = np.full(n, -1, np.int32)
     index[rows] = np.arange(len(rows), dtype=np.int32)
-    return pa.DictionaryArray.from_arrays(masked(index, pa.int32(), index >= 0), values.cast(pa.string()))
+    return pa.DictionaryArray.from_arrays(masked(index, pa.int32(), index >= 0), values.cast(pa.string()),
+                                          safe=False)  # in range by construction

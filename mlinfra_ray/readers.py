@@ -165,11 +165,12 @@ def _assemble(table: pa.Table, spec: dict, columns: list[str], first: int, info:
     cols = {c: table.column(c) if c in present else pa.nulls(n, pa.string()) for c in columns}
     extras = [c for c in table.column_names if c not in columns and not c.startswith("_")]
     book = {
-        SOURCE: pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([spec["display"]])),
+        SOURCE: pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([spec["display"]]),
+                                               safe=False),  # all 0: in range
         LINE: pc.add(table.column(LINE), pa.scalar(first, pa.int32())) if n else pa.array([], pa.int32()),
         SPLIT: pa.array(np.full(n, spec["split"], np.int32)),
         SPLIT_INFO: pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int8)),
-                                                   pa.array([json.dumps(info)])),
+                                                   pa.array([json.dumps(info)]), safe=False),
         EXTRA: _extras(table, extras),
     }
     rest = {k: table.column(k) for k in ("_parse_error", "_raw_text")}
