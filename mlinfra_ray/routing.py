@@ -105,8 +105,7 @@ def route(table: pa.Table, contract: ContractSettings, seen_keys: pa.Array | Non
         if contract.dedup_key is not None:
             ok = ~bad
             good = np.flatnonzero(ok)
-            # (a boolean mask compresses faster than an index gathers: 5.4 vs 7.2 ms, 2.7M rows)
-            fp = table.column(KEY_FP).to_numpy()[ok] if KEY_FP in table.column_names else None
+            fp = _compressed(table.column(KEY_FP), ok) if KEY_FP in table.column_names else None
             outcome[good[_duplicates(table.column(contract.dedup_key), good, seen_keys, fp)]] = DUPLICATE
         quarantine = pending.result()
     codes = pc.list_flatten(pc.split_pattern(quarantine.column(REASONS), ";"))
@@ -115,6 +114,20 @@ def route(table: pa.Table, contract: ContractSettings, seen_keys: pa.Array | Non
                     keep_extras=contract.extra_columns == "keep", schema=arrow_schema(contract))
     routed.check()
     return routed
+
+
+def _compressed(col: pa.ChunkedArray, keep: np.ndarray) -> np.ndarray:
+    """The `keep` rows of a numeric column as one numpy array, compressed chunk by chunk into it
+    (a boolean mask compresses faster than an index gathers: 5.4 vs 7.2 ms for 2.7M rows; and
+    without first concatenating the chunks, 21 MB less to allocate, and page in, per 2.7M rows)."""
+    out = np.empty(int(np.count_nonzero(keep)), col.type.to_pandas_dtype())
+    start = at = 0
+    for chunk in col.chunks:
+        n = len(chunk)
+        m = int(np.count_nonzero(keep[start:start + n]))
+        np.compress(keep[start:start + n], chunk.to_numpy(zero_copy_only=False), out=out[at:at + m])
+        start, at = start + n, at + m
+    return out
 
 
 def _duplicates(column: pa.ChunkedArray, rows: np.ndarray, seen: pa.Array | None,
