@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from mlinfra_ray import lake as lk
 from mlinfra_ray.contract import SPLIT, apply_contract, validate_contract
-from mlinfra_ray.ingest_read import drop_files, read_validated
+from mlinfra_ray.ingest_read import drop_files, read_split_lines
 from mlinfra_ray.ingest_report import write_metrics
 from mlinfra_ray.quality import write_quality_report
 from mlinfra_ray.routing import Routed, route
@@ -80,14 +80,14 @@ def ingest(raw: str | list[str], lake: str, contract: ContractSettings, use_ray:
     todo = [f for f in files if f.fingerprint not in known]
     log.info("ingest: %d files from %s (%d new)", len(files), redact(raw), len(todo))
     clock = _Clock(started)
-    table, entries = read_validated(todo, contract, use_ray)
+    table, entries, first_line = read_split_lines(todo, contract, use_ray)
     clock.lap("read_validate")
     digests = {f["blake3"] for f in (manifest or {}).get("files", [])}
     same = [i for i, e in enumerate(entries) if e["blake3"] in digests]  # touched or copied, not new
     table = drop_files(table, entries, same)
     entries = [e for i, e in enumerate(entries) if i not in same]
     seen = lk.clean_keys(root, manifest, contract.dedup_key) if contract.dedup_key else None
-    routed = route(table, contract, seen)
+    routed = route(table, contract, seen, first_line)
     _count_per_file(routed, table, entries)
     clock.lap("route")
     skipped = [f.display for f in files if f.fingerprint in known] + [todo[i].display for i in same]

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from mlinfra_ray import sources
 from mlinfra_ray.compose import compose_settings
 from mlinfra_ray.contract import LINE
-from mlinfra_ray.ingest_read import read_validated
+from mlinfra_ray.ingest_read import read_split_lines, read_validated
 from mlinfra_ray.routing import CLEAN, DUPLICATE, QUARANTINED, route
 from tests.unit.test_contract import GOOD
 
@@ -107,6 +107,11 @@ def test_every_line_is_accounted_for_exactly_once(tmp_path, monkeypatch, case, s
     assert sum(routed.reasons.values()) >= routed.quarantine.num_rows
     assert routed.quarantine.column("_reasons").null_count == 0
     assert len(entries) == 1 and entries[0]["blake3"] == _file_digest(path, split_bytes)
+    # ingest()'s path: split-local lines, file lines only for the rows that leave — the same outputs
+    local, _, first_line = read_split_lines(sources.list_raw_files(str(path)), CONTRACT, use_ray=False)
+    lazy = route(local, CONTRACT, first_line=first_line)
+    assert lazy.quarantine.equals(routed.quarantine) and lazy.clean.equals(routed.clean)
+    assert lazy.clean_sorted_by(time).equals(routed.clean_sorted_by(time))
 
 
 def _file_digest(path, split_bytes: int) -> str:
