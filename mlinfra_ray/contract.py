@@ -123,9 +123,8 @@ def _blank_to_null(text: pa.Array) -> tuple[pa.Array, pa.Array]:
     keep = off[1:] > off[:-1]
     if text.null_count:
         keep &= valid(text)
-    bitmap = pa.py_buffer(np.packbits(keep, bitorder="little"))
-    return (pa.Array.from_buffers(text.type, n, [bitmap, *text.buffers()[1:]]),
-            pa.Array.from_buffers(pa.bool_(), n, [None, bitmap]))
+    present = boolean(keep)
+    return pa.Array.from_buffers(text.type, n, [present.buffers()[1], *text.buffers()[1:]]), present
 
 
 def _coerce_dictionary(raw: pa.DictionaryArray, col: ColumnSpec,
@@ -136,13 +135,10 @@ def _coerce_dictionary(raw: pa.DictionaryArray, col: ColumnSpec,
     values, checks = coerce_column(raw.dictionary, col)
     index = raw.indices
     fired = [(mask, code) for mask, code in checks if mask.true_count]
+    rows = []
     if fired:  # per distinct value → per row: a numpy gather (Arrow's take works bit by bit)
-        at = index.fill_null(0).to_numpy()
-        ok = valid(index) if index.null_count else None
-        rows = [(boolean(bools(mask)[at] & ok if ok is not None else bools(mask)[at]), code)
-                for mask, code in fired]
-    else:
-        rows = []
+        at, ok = index.fill_null(0).to_numpy(), valid(index)
+        rows = [(boolean(bools(mask)[at] & ok), code) for mask, code in fired]
     if not col.nullable and raw.null_count:
         rows.append((pc.is_null(index), f"missing:{col.name}"))
     return (values.take(index) if decode else _encoded(index, values)), rows

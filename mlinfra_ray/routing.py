@@ -136,11 +136,13 @@ def _compressed(col: pa.ChunkedArray, keep: np.ndarray) -> np.ndarray:
     return out
 
 
-def file_lines(table: pa.Table, rows: pa.Array | None, first_line: np.ndarray) -> pa.Array:
-    """File line numbers of `rows` (all rows when None) of a table with split-local `_line`."""
-    local, split = table.column(LINE), table.column(SPLIT)
-    if rows is not None:
-        local, split = local.take(rows), split.take(rows)
+def file_lines(table: pa.Table, rows: pa.Array | None, first_line: np.ndarray | None) -> pa.Array:
+    """File line numbers of `rows` (all rows when None): from split-local `_line` and each split's
+    `first_line`, or `_line` itself when `first_line` is None (it holds file lines already)."""
+    local = table.column(LINE) if rows is None else table.column(LINE).take(rows)
+    if first_line is None:
+        return local
+    split = table.column(SPLIT) if rows is None else table.column(SPLIT).take(rows)
     if not len(local):
         return pa.array([], pa.int64())
     at = first_line[split.to_numpy()]
@@ -185,7 +187,7 @@ def _gather(table: pa.Table, rows: np.ndarray, extras: list[str], schema: pa.Sch
     types = {f.name: f.type for f in schema} if schema is not None else {}
 
     def take(name: str) -> pa.ChunkedArray:
-        if name == LINE and first_line is not None:
+        if name == LINE:
             return file_lines(table, index, first_line)
         values = table.column(name).take(index)
         return values.cast(types[name]) if name in types and values.type != types[name] else values
@@ -219,7 +221,7 @@ def _quarantine_table(table: pa.Table, rows: np.ndarray, first_line: np.ndarray 
         extra = extra.cast(EXTRA_TYPE)
     return pa.table({
         SOURCE: _take_text(table.column(SOURCE), rows),
-        LINE: table.column(LINE).take(index) if first_line is None else file_lines(table, index, first_line),
+        LINE: file_lines(table, index, first_line),
         REASONS: reasons,
         "columns": _fault_columns(reasons), RAW: _take_text(table.column(RAW), rows), EXTRA: extra})
 

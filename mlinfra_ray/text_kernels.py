@@ -61,11 +61,6 @@ def buffers(text: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return off, data
 
 
-def _valid(text: pa.Array) -> np.ndarray:
-    """Validity as numpy bools (a copy: only for the kernels that need it)."""
-    return valid(text)
-
-
 # --- regexes ----------------------------------------------------------------------------------
 
 def regex_match(text: pa.Array, regex: str) -> pa.Array:
@@ -74,7 +69,7 @@ def regex_match(text: pa.Array, regex: str) -> pa.Array:
     table = fixed_pattern(regex)
     if table is None:
         return pc.match_substring_regex(text, regex)
-    return boolean(_match_fixed(*buffers(text), table), _valid(text) if text.null_count else None)
+    return boolean(_match_fixed(*buffers(text), table), valid(text) if text.null_count else None)
 
 
 @lru_cache(maxsize=256)
@@ -239,7 +234,7 @@ def parse_number(text: pa.Array, floating: bool, padded: bool = False) -> tuple[
     subnormals) is handed to Arrow's cast (ints to Python's int: same grammar, same range)."""
     off, data = buffers(text)
     values = np.zeros(len(off) - 1, np.float64 if floating else np.int64)
-    state = _number(off, data, _valid(text), floating, padded, values)
+    state = _number(off, data, valid(text), floating, padded, values)
     ask = np.flatnonzero(state == ASK)
     if len(ask):  # rare: settle each value the way Arrow would
         strings = text.take(pa.array(ask)).cast(pa.string()).to_pylist()
@@ -378,7 +373,7 @@ def first_format(text: pa.Array, epochs: list[tuple[int, int, int]],
             slots[k, :len(c[0])], literals[k, :len(c[0])] = c[0][:, 0], c[0][:, 1]
             required[k, :len(c[1])] = c[1]
             sizes[k] = len(c[0]), len(c[1])
-    return _first_format(off, data, _valid(text), spec, slots, literals, required, sizes)
+    return _first_format(off, data, valid(text), spec, slots, literals, required, sizes)
 
 
 @lru_cache(maxsize=64)
@@ -515,7 +510,7 @@ def json_objects(names: list[str], values: pa.Array) -> pa.Array:
     key_data = np.frombuffer("".join(keys).encode(), np.uint8)
     key_off = np.cumsum([0] + [len(key.encode()) for key in keys]).astype(np.int64)
     off, data = buffers(values)
-    out_off, out = _json_objects(off, data, _valid(values), k, rows, key_off, key_data)
+    out_off, out = _json_objects(off, data, valid(values), k, rows, key_off, key_data)
     return pa.Array.from_buffers(pa.string(), rows, [None, pa.py_buffer(out_off), pa.py_buffer(out)])
 
 
