@@ -73,7 +73,7 @@ def _run(splits: list[dict], contract: ContractSettings) -> list[pa.Table]:
 
     ctx = ray.data.DataContext.get_current()
     saved = {k: getattr(ctx, k) for k in ("raise_original_map_exception", "op_resource_reservation_enabled",
-                                          "target_max_block_size")}
+                                          "target_max_block_size", "_max_num_blocks_in_streaming_gen_buffer")}
     ctx.raise_original_map_exception = True
     # One map operator behind the input buffer: nothing downstream to reserve CPUs for. With the
     # reservation on, Ray Data holds back half the cluster's CPUs per operator, and on 2 CPUs the
@@ -81,14 +81,16 @@ def _run(splits: list[dict], contract: ContractSettings) -> list[pa.Table]:
     ctx.op_resource_reservation_enabled = False
     ctx.target_max_block_size = BLOCK_BYTES
     groups = task_groups(splits, cluster_cpus())
-    ds = ray.data.from_items([{"splits": json.dumps(g)} for g in groups], override_num_blocks=len(groups))
     # No generator backpressure (Ray Data's default pauses a task once it is 2 blocks ahead of the
     # executor's bookkeeping): every block is held until routing anyway, so pausing bounds no
     # memory, and the driver, busy mapping blocks, is slow to acknowledge them (in one process,
-    # alternated: 1.19 → 1.15 s and 1.33 → 1.28 s median for 200 MB on 2 CPUs).
+    # alternated: 1.19 → 1.15 s and 1.33 → 1.28 s median for 200 MB on 2 CPUs). Without this
+    # setting Ray Data passes no `_generator_backpressure_num_objects` to its tasks, and Ray's
+    # default is none (passing -1 to map_batches ourselves is deprecated since Ray 2.60).
+    ctx._max_num_blocks_in_streaming_gen_buffer = None
+    ds = ray.data.from_items([{"splits": json.dumps(g)} for g in groups], override_num_blocks=len(groups))
     ds = ds.map_batches(read_and_validate, batch_size=1, batch_format="pyarrow",
-                        fn_kwargs={"lay": layout(contract), "contract": contract},
-                        _generator_backpressure_num_objects=-1)
+                        fn_kwargs={"lay": layout(contract), "contract": contract})
     try:
         # Each block fetched as it is produced (`to_arrow_refs` returns only once all are): the
         # driver maps them while the tasks still run, and the last one is ready ~0.1 s sooner.

@@ -108,10 +108,9 @@ def route(table: pa.Table, contract: ContractSettings, seen_keys: pa.Array | Non
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = pool.submit(_quarantine_table, table, np.flatnonzero(bad), first_line)
         if contract.dedup_key is not None:
-            ok = ~bad
-            good = np.flatnonzero(ok)
-            fp = _compressed(table.column(KEY_FP), ok) if KEY_FP in table.column_names else None
-            outcome[good[_duplicates(table.column(contract.dedup_key), good, seen_keys, fp)]] = DUPLICATE
+            fp = [c.to_numpy(zero_copy_only=False) for c in table.column(KEY_FP).chunks] \
+                if KEY_FP in table.column_names else None
+            outcome[_duplicates(table.column(contract.dedup_key), bad, seen_keys, fp)] = DUPLICATE
         quarantine = pending.result()
     codes = pc.list_flatten(pc.split_pattern(quarantine.column(REASONS), ";"))
     reasons = Counter({d["values"]: d["counts"] for d in pc.value_counts(codes).to_pylist()})
@@ -120,20 +119,6 @@ def route(table: pa.Table, contract: ContractSettings, seen_keys: pa.Array | Non
                     first_line=first_line)
     routed.check()
     return routed
-
-
-def _compressed(col: pa.ChunkedArray, keep: np.ndarray) -> np.ndarray:
-    """The `keep` rows of a numeric column as one numpy array, compressed chunk by chunk into it
-    (a boolean mask compresses faster than an index gathers: 5.4 vs 7.2 ms for 2.7M rows; and
-    without first concatenating the chunks, 21 MB less to allocate, and page in, per 2.7M rows)."""
-    out = np.empty(int(np.count_nonzero(keep)), col.type.to_pandas_dtype())
-    start = at = 0
-    for chunk in col.chunks:
-        n = len(chunk)
-        m = int(np.count_nonzero(keep[start:start + n]))
-        np.compress(keep[start:start + n], chunk.to_numpy(zero_copy_only=False), out=out[at:at + m])
-        start, at = start + n, at + m
-    return out
 
 
 def file_lines(table: pa.Table, rows: pa.Array | None, first_line: np.ndarray | None) -> pa.Array:
@@ -150,26 +135,30 @@ def file_lines(table: pa.Table, rows: pa.Array | None, first_line: np.ndarray | 
     return pa.array(at)
 
 
-def _duplicates(column: pa.ChunkedArray, rows: np.ndarray, seen: pa.Array | None,
-                fp: np.ndarray | None = None) -> np.ndarray:
-    """Mask over `rows` of `column`: keys that appeared earlier (in these rows, or in `seen` from
-    earlier runs). Fingerprints find the candidates (a repeated fingerprint) with one integer
-    sort; only candidates are compared as strings, first occurrence wins."""
+def _duplicates(column: pa.ChunkedArray, bad: np.ndarray, seen: pa.Array | None,
+                fp: list[np.ndarray] | None = None) -> np.ndarray:
+    """Rows of `column`, among those not `bad`, whose key appeared earlier in such a row or in
+    `seen` (keys from earlier runs). Fingerprints find the candidates (a repeated fingerprint) with
+    one integer sort; only candidates are compared as strings, first occurrence wins.
+
+    Fingerprints of every row go into the sort (`fp`: the read tasks' per-chunk arrays), and the
+    quarantined rows leave the candidates afterwards: a superset of the good rows' repeats, the
+    same answer, without first compressing the good rows' fingerprints into a fresh array
+    (21 MB and ~17 ms for 2.7M rows, after the last block had arrived)."""
     n_seen = len(seen) if seen is not None else 0
-    current = fp if fp is not None else fingerprint(column.take(pa.array(rows)))
-    everything = np.concatenate([fingerprint(seen), current]) if n_seen else current
-    candidates = np.flatnonzero(repeated(everything))
-    dup = np.zeros(len(everything), bool)
-    if len(candidates):
-        old, new = candidates[candidates < n_seen], candidates[candidates >= n_seen] - n_seen
-        earlier = [seen.take(pa.array(old)).cast(pa.string())] if n_seen else []
-        parts = earlier + [_take_text(column, rows[new])]
-        codes = pc.dictionary_encode(pa.concat_arrays(parts)).indices.to_numpy()
-        _, first = np.unique(codes, return_index=True)
-        later = np.ones(len(codes), bool)
-        later[first] = False
-        dup[candidates[later]] = True
-    return dup[n_seen:]
+    current = fp if fp is not None else [fingerprint(column)]
+    candidates = np.flatnonzero(repeated(([fingerprint(seen)] if n_seen else []) + current))
+    old = candidates[candidates < n_seen]
+    new = candidates[candidates >= n_seen] - n_seen
+    new = new[~bad[new]]
+    if not len(new):
+        return new
+    earlier = [seen.take(pa.array(old)).cast(pa.string())] if len(old) else []
+    codes = pc.dictionary_encode(pa.concat_arrays(earlier + [_take_text(column, new)])).indices.to_numpy()
+    _, first = np.unique(codes, return_index=True)
+    later = np.ones(len(codes), bool)
+    later[first] = False
+    return new[later[len(old):]]
 
 
 def _combined(col: pa.Array | pa.ChunkedArray) -> pa.Array:

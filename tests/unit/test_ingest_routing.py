@@ -235,3 +235,30 @@ def test_routing_on_the_driver_does_not_import_numba(tmp_path):
     root = Path(__file__).resolve().parents[2]
     proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.one_of(st.integers(0, 2**64 - 1), st.integers(0, 40), st.integers(2**63, 2**63 + 40)),
+                max_size=200), st.lists(st.integers(0, 200), max_size=4))
+def test_repeated_reads_a_list_of_parts_as_their_concatenation(values, cuts):
+    """A chunked column's fingerprints go in chunk by chunk: repeats across and within parts, with
+    empty parts anywhere, are those of the whole array."""
+    fp = np.array(values, np.uint64)
+    bounds = [0, *sorted(min(c, len(fp)) for c in cuts), len(fp)]
+    parts = [fp[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    assert repeated(parts).tolist() == repeated(fp).tolist()
+
+
+def test_a_good_row_repeating_only_a_quarantined_rows_key_is_clean():
+    """Every row's fingerprint is sorted (the quarantined ones leave the candidates afterwards):
+    a key shared by a quarantined row and one good row is no duplicate, even across chunks."""
+    data = [{**GOOD, "transaction_id": "tx00000001", "amount": "n/a"},
+            {**GOOD, "transaction_id": "tx00000002"},
+            {**GOOD, "transaction_id": "tx00000001"},
+            {**GOOD, "transaction_id": "tx00000002", "channel": "fax"},
+            {**GOOD, "transaction_id": "tx00000002"}]
+    table = batch(data)
+    table = table.append_column(KEY_FP, pa.array(fingerprint(table.column("transaction_id"))))
+    chunked = pa.concat_tables([table.slice(0, 2), table.slice(2)])
+    for t in (table, chunked):
+        assert route(t, CONTRACT).outcome.tolist() == [QUARANTINED, 0, 0, QUARANTINED, DUPLICATE]
