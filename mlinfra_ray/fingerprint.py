@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import os
 import sys
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pyarrow as pa
+
+from mlinfra_ray.helpers import helper_pool
 
 PRIME = np.uint64(0x100000001B3)
 SEED = np.uint64(0xCBF29CE484222325)
@@ -81,10 +82,9 @@ def _members_parallel(values: np.ndarray, wanted: np.ndarray, bits: int) -> np.n
     half = len(values) // 2
     if half < 100_000 or (os.cpu_count() or 1) < 2:
         return _members(values, wanted, bits)
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        first = pool.submit(_members, values[:half], wanted, bits)
-        second = _members(values[half:], wanted, bits) + half
-        return np.concatenate([first.result(), second])
+    first = helper_pool().submit(_members, values[:half], wanted, bits)
+    second = _members(values[half:], wanted, bits) + half
+    return np.concatenate([first.result(), second])
 
 
 def _members(values: np.ndarray, wanted: np.ndarray, bits: int) -> np.ndarray:

@@ -8,9 +8,7 @@ in the order the writer wants (event time), instead of a filtered copy followed 
 
 from __future__ import annotations
 
-import os
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -21,6 +19,7 @@ import pyarrow.compute as pc
 from mlinfra_ray.bitmaps import bools, valid
 from mlinfra_ray.contract import EXTRA, EXTRA_TYPE, LINE, RAW, REASONS, SOURCE, SPLIT, SPLIT_INFO, arrow_schema
 from mlinfra_ray.fingerprint import fingerprint, repeated
+from mlinfra_ray.helpers import helper_pool
 from mlinfra_ray.settings import ContractSettings
 
 KEY_FP = "_key_fp"  # the dedup key's fingerprint, computed by the read tasks (in parallel)
@@ -43,8 +42,13 @@ class Routed:
     counts: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
-        # (bincount would first widen 2.7M int8 outcomes to int64: 12 ms; three counts: ~3 ms)
-        self.counts = np.array([np.count_nonzero(self.outcome == k) for k in (CLEAN, QUARANTINED, DUPLICATE)])
+        # From a count and a sum, no 2.7 MB mask per outcome (bincount would first widen 2.7M int8
+        # outcomes to int64: 12 ms; three masks and counts: ~3 ms; this: ~0.6 ms)
+        if len(self.outcome) and not (0 <= self.outcome.min() and self.outcome.max() <= DUPLICATE):
+            raise ValueError("outcome holds codes other than CLEAN, QUARANTINED, DUPLICATE")
+        left = int(np.count_nonzero(self.outcome))  # quarantined + duplicates
+        dup = int(self.outcome.sum(dtype=np.int64)) - left  # QUARANTINED counts 1, DUPLICATE 2
+        self.counts = np.array([len(self.outcome) - left, left - dup, dup])
 
     @property
     def n_clean(self) -> int:
@@ -105,15 +109,16 @@ def route(table: pa.Table, contract: ContractSettings, seen_keys: pa.Array | Non
     outcome = bad.astype(np.int8)  # QUARANTINED == 1, CLEAN == 0 (np.where would widen to int64 first)
     # The quarantine (every bad row) does not depend on deduplication (among good rows only), so
     # both run at once: numpy's sort and Arrow's kernels release the GIL (140 → 110 ms, 2.7M rows).
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(_quarantine_table, table, np.flatnonzero(bad), first_line)
-        if contract.dedup_key is not None:
-            fp = [c.to_numpy(zero_copy_only=False) for c in table.column(KEY_FP).chunks] \
-                if KEY_FP in table.column_names else None
-            outcome[_duplicates(table.column(contract.dedup_key), bad, seen_keys, fp)] = DUPLICATE
-        quarantine = pending.result()
-    codes = pc.list_flatten(pc.split_pattern(quarantine.column(REASONS), ";"))
-    reasons = Counter({d["values"]: d["counts"] for d in pc.value_counts(codes).to_pylist()})
+    pending = helper_pool().submit(_quarantine_table, table, np.flatnonzero(bad), first_line)
+    if contract.dedup_key is not None:
+        fp = [c.to_numpy(zero_copy_only=False) for c in table.column(KEY_FP).chunks] \
+            if KEY_FP in table.column_names else None
+        outcome[_duplicates(table.column(contract.dedup_key), bad, seen_keys, fp)] = DUPLICATE
+    quarantine = pending.result()
+    reasons = Counter()
+    for d in pc.value_counts(quarantine.column(REASONS)).to_pylist():  # few distinct combinations
+        for code in d["values"].split(";") if d["values"] else ():
+            reasons[code] += d["counts"]
     routed = Routed(table, quarantine, outcome, reasons, _extra_counts(table),
                     keep_extras=contract.extra_columns == "keep", schema=arrow_schema(contract),
                     first_line=first_line)
@@ -169,8 +174,8 @@ def _gather(table: pa.Table, rows: np.ndarray, extras: list[str], schema: pa.Sch
             first_line: np.ndarray | None = None) -> pa.Table:
     """Take `rows` of the clean columns, one column per thread (Arrow releases the GIL), plus the
     named unknown columns as strings; columns `schema` names get its types (decoded categoricals).
-    One thread per CPU: random-order takes are memory-bound, and 4 threads on 2 CPUs took
-    0.71-1.13 s for 2.7M time-sorted rows against 0.45 s with 2."""
+    On the helper pool (one thread per CPU): random-order takes are memory-bound, and 4 threads on
+    2 CPUs took 0.71-1.13 s for 2.7M time-sorted rows against 0.45 s with 2."""
     names = [c for c in table.column_names if c not in DROP]
     index = pa.array(rows, pa.int64())
     types = {f.name: f.type for f in schema} if schema is not None else {}
@@ -181,8 +186,7 @@ def _gather(table: pa.Table, rows: np.ndarray, extras: list[str], schema: pa.Sch
         values = table.column(name).take(index)
         return values.cast(types[name]) if name in types and values.type != types[name] else values
 
-    with ThreadPoolExecutor(max_workers=max(1, min(len(names), os.cpu_count() or 1, 8))) as pool:
-        columns = list(pool.map(take, names))
+    columns = list(helper_pool().map(take, names))
     clean = pa.Table.from_arrays(columns, names=names)
     if extras:
         extra = table.column(EXTRA).take(index)
@@ -222,9 +226,19 @@ def _take_text(col: pa.ChunkedArray, rows: np.ndarray) -> pa.Array:
     (12 of the 24 ms the quarantine table took for 2.7M rows)."""
     bounds = np.cumsum([0] + [len(c) for c in col.chunks])
     los, his = np.searchsorted(rows, bounds[:-1]), np.searchsorted(rows, bounds[1:])
-    parts = [chunk.take(pa.array(rows[lo:hi] - start)).cast(pa.string())
+    parts = [_take_chunk(chunk, rows[lo:hi] - start)
              for chunk, start, lo, hi in zip(col.chunks, bounds[:-1], los, his, strict=True) if hi > lo]
     return pa.concat_arrays(parts) if parts else pa.array([], pa.string())
+
+
+def _take_chunk(chunk: pa.Array, rows: np.ndarray) -> pa.Array:
+    """`rows` of one chunk as plain strings. A dictionary chunk of one value and no nulls (a
+    block's `_source_file`) is that value on every row: repeated without reading the indices. The
+    driver touches a block's pages for the first time here, and reading the 2.7M indices of the
+    bench's file for its 45k quarantined rows took ~24 ms, most of the quarantine table."""
+    if pa.types.is_dictionary(chunk.type) and len(chunk.dictionary) == 1 and not chunk.null_count:
+        return chunk.dictionary.cast(pa.string()).take(pa.array(np.zeros(len(rows), np.int32)))
+    return chunk.take(pa.array(rows)).cast(pa.string())
 
 
 def _extra_counts(table: pa.Table) -> dict[str, int]:

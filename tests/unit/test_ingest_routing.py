@@ -262,3 +262,27 @@ def test_a_good_row_repeating_only_a_quarantined_rows_key_is_clean():
     chunked = pa.concat_tables([table.slice(0, 2), table.slice(2)])
     for t in (table, chunked):
         assert route(t, CONTRACT).outcome.tolist() == [QUARANTINED, 0, 0, QUARANTINED, DUPLICATE]
+
+
+def test_quarantine_text_columns_per_chunk_shape():
+    """`_source_file` is one value per block (repeated without reading its indices); a chunk of
+    one value with nulls, or of several values, is read row by row. All give the same strings."""
+    from mlinfra_ray.routing import _take_text
+
+    one = pa.DictionaryArray.from_arrays(pa.array([0, 0, 0], pa.int32()), pa.array(["a.csv"]))
+    nulls = pa.DictionaryArray.from_arrays(pa.array([0, None, 0], pa.int32()), pa.array(["b.csv"]))
+    several = pa.DictionaryArray.from_arrays(pa.array([1, 0, 1], pa.int32()), pa.array(["c.csv", "d.csv"]))
+    col = pa.chunked_array([one, nulls, several])
+    rows = np.array([0, 2, 3, 4, 6, 7])
+    assert _take_text(col, rows).to_pylist() == ["a.csv", "a.csv", "b.csv", None, "d.csv", "c.csv"]
+    assert _take_text(col, rows).to_pylist() == col.take(pa.array(rows)).cast(pa.string()).to_pylist()
+
+
+def test_outcome_counts_refuse_unknown_codes():
+    from mlinfra_ray.routing import Routed
+
+    empty = pa.table({"x": pa.array([], pa.int64())})
+    counts = Routed(empty, empty, np.array([0, 1, 2, 2, 0], np.int8), Counter(), {}).counts
+    assert counts.tolist() == [2, 1, 2]
+    with pytest.raises(ValueError, match="outcome"):
+        Routed(empty, empty, np.array([0, 3], np.int8), Counter(), {})
