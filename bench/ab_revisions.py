@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/ab_revisions.py --old HEAD~3              # bench/ingest.py, old vs working tree
     .venv/bin/python bench/ab_revisions.py --old v1 --new v2 --rounds 4 --bench ingest -- --repeat 3
+    .venv/bin/python bench/ab_revisions.py --old HEAD~1 --bench-of new   # the harness changed: code alone
 
 A single run's ratio drifts by ±15 % within minutes on shared machines, so a run of the old code
 an hour ago says little about today's code. This runs `bench/<name>.py` of both revisions in turn
@@ -57,11 +58,17 @@ def main() -> None:
     ap.add_argument("--new", default=None, help="git revision (default: the working tree as it is)")
     ap.add_argument("--bench", default="ingest", help="bench/<name>.py to run (default: ingest)")
     ap.add_argument("--rounds", type=int, default=3, help="old/new pairs (default: 3)")
+    ap.add_argument("--bench-of", choices=["each", "new"], default="each",
+                    help="whose bench script runs: each revision its own (default), or the new one's "
+                         "in both trees (when the harness itself changed, to compare the code alone)")
     ap.add_argument("bench_args", nargs="*", help="passed to the bench (after --)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="ab_revisions_") as tmp:
         trees = {"old": worktree(args.old, Path(tmp))}
         trees["new"] = worktree(args.new, Path(tmp)) if args.new else ROOT
+        if args.bench_of == "new":
+            script = f"bench/{args.bench}.py"
+            (trees["old"] / script).write_bytes((trees["new"] / script).read_bytes())
         try:
             runs: dict[str, list[dict[str, float]]] = {"old": [], "new": []}
             for i in range(args.rounds):
@@ -74,8 +81,8 @@ def main() -> None:
                 if tree != ROOT:
                     drop(tree)
     names = [k for k in runs["new"][0] if all(k in r for r in runs["old"] + runs["new"])]
-    print(f"\nbench/{args.bench}.py, {args.rounds} alternated rounds: old = {args.old}, "
-          f"new = {args.new or 'working tree'}\n")
+    print(f"\nbench/{args.bench}.py ({'the new revision' if args.bench_of == 'new' else 'each revision'}'s), "
+          f"{args.rounds} alternated rounds: old = {args.old}, new = {args.new or 'working tree'}\n")
     print(f"{'ratio':40s} {'old median':>11s} {'new median':>11s} {'new/old':>8s}  new runs")
     for k in names:
         old = statistics.median(r[k] for r in runs["old"])
