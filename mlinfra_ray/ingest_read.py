@@ -18,17 +18,19 @@ from mlinfra_ray.fingerprint import fingerprint
 from mlinfra_ray.readers import Layout, layout, read_split, split_stats
 from mlinfra_ray.routing import KEY_FP, file_lines
 from mlinfra_ray.settings import ContractSettings
-from mlinfra_ray.sources import SPLIT_BYTES, RawFile, RawInputError, file_digest, plan_splits
+from mlinfra_ray.sources import RawFile, RawInputError, file_digest, plan_splits
 
 log = logging.getLogger(__name__)
 # Ray Data buffers what a task yields until it exceeds this many bytes, then stores it as one
-# block (sliced only past 1.5× this). A validated CSV split of the fraud data is ~1.6× its 12 MiB
-# of text (~20 MB), so at 1.5 × SPLIT_BYTES each split leaves the task as its own block as soon as
-# it is done (a narrower dataset's splits may leave two at a time: still correct, less streamed).
-# With the 128 MB default a task held ~5 splits and then stored one 155 MB block, and its last
-# blocks only when it ended (measured, 200 MB on 2 CPUs, A/B interleaved: 1.79 → 1.64 s, and
-# 2.01 → 1.88 s in a slower spell). Any other size is still correct (`in_split_order`).
-BLOCK_BYTES = SPLIT_BYTES * 3 // 2
+# block (sliced only past 1.5x this): a validated 12 MiB CSV split of the fraud data is ~20 MB,
+# so a task ships ~6 splits per block and its remainder when it ends. Every block costs the
+# driver (~2.4 ms: fetch, deserialize, Ray Data's bookkeeping) and the raylet (~1.7 ms) CPU that
+# the read tasks then lack: with one block per split (17 for the bench's file) they took 0.152
+# and 0.038 CPU-s per run, with 128 MiB blocks (4) 0.120 and 0.016, and the run 0.714 -> 0.660 s
+# median (bench/ingest.py's settled interleaving, 10 runs each, alternated in one process; one
+# block per task: 0.658 s). The bound keeps a task's held tables and the largest object small
+# whatever the input's size. Any size is correct (`in_split_order`).
+BLOCK_BYTES = 128 * 1024 * 1024
 
 
 def read_validated(files: list[RawFile], contract: ContractSettings,
@@ -108,21 +110,24 @@ def _run(splits: list[dict], contract: ContractSettings) -> list[pa.Table]:
 def in_split_order(tables: list[pa.Table]) -> list[pa.Table]:
     """Zero-copy slices of `tables`, one per run of a split's rows, ordered by split (stably, so
     the pieces of one split keep their order). A task validates several splits that need not be
-    neighbours, and Ray Data may merge the small blocks a task yields (or cut a big one), so a
-    returned table is not one split."""
+    neighbours and ships several per block, and Ray Data may merge or cut what a task yields, so
+    a returned table is not one split. A task yields its splits in increasing order, so within a
+    chunk the ids never decrease and a chunk's ends say whether it holds one split (the usual
+    case: the ids of a block's rows are never read one by one)."""
     pieces = []
     for t in tables:
-        if not t.num_rows:
-            continue
-        first, last = t.column(SPLIT)[0].as_py(), t.column(SPLIT)[-1].as_py()
-        if first == last:  # the usual block: one split. A task yields its splits in increasing
-            # order, so a block's ids never decrease and its ends say it all (reading every id
-            # concatenated the column's two chunks into a fresh ~0.7 MB array per block)
-            pieces.append((first, t))
-            continue
-        ids = t.column(SPLIT).to_numpy()
-        cuts = [0, *(np.flatnonzero(ids[1:] != ids[:-1]) + 1).tolist(), len(ids)]
-        pieces += [(int(ids[a]), t.slice(a, b - a)) for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+        at = 0
+        for chunk in t.column(SPLIT).chunks:
+            n = len(chunk)
+            first, last = (chunk[0].as_py(), chunk[-1].as_py()) if n else (None, None)
+            if first == last:
+                runs = [(first, 0, n)] if n else []
+            else:
+                ids = chunk.to_numpy()
+                cuts = [0, *(np.flatnonzero(ids[1:] != ids[:-1]) + 1).tolist(), n]
+                runs = [(int(ids[a]), a, b - a) for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+            pieces += [(split, t.slice(at + a, length)) for split, a, length in runs]
+            at += n
     return [t for _, t in sorted(pieces, key=lambda p: p[0])]
 
 

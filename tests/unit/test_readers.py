@@ -192,6 +192,11 @@ def test_in_split_order_cuts_merged_blocks_back_into_splits():
     out = pa.concat_tables(in_split_order(tables))
     assert out.column("_split").to_pylist() == [0, 0, 1, 2, 2, 2, 3, 3, 3]
     assert out.column("_line").to_pylist() == [0, 1, 0, 0, 2, 1, 5, 1, 2]  # order within a split kept
+    # Several splits per block, as chunks (one split's rows over two chunks, a chunk of two splits)
+    chunked = pa.concat_tables([block([5, 5], [0, 1]), block([5, 6], [2, 0]), block([], []), block([7], [0])])
+    out = pa.concat_tables(in_split_order([chunked, block([4, 4], [1, 0]), *tables]))
+    assert out.column("_split").to_pylist() == [0, 0, 1, 2, 2, 2, 3, 3, 3, 4, 4, 5, 5, 5, 6, 7]
+    assert out.column("_line").to_pylist() == [0, 1, 0, 0, 2, 1, 5, 1, 2, 1, 0, 0, 1, 2, 0, 0]
 
 
 def test_validated_splits_share_one_schema_and_clean_rows_get_the_contract_types(tmp_path):
