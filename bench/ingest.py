@@ -30,7 +30,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import pyarrow as pa  # noqa: E402
 import pyarrow.csv as pacsv  # noqa: E402
 
 from mlinfra_ray.compose import compose_settings  # noqa: E402
@@ -75,28 +74,16 @@ def cpu_seconds() -> float:
 def interleaved(fns: dict, repeat: int, warmup: int) -> tuple[dict[str, float], dict[str, float], dict,
                                                           dict[str, float]]:
     """Median wall and CPU seconds per function over the runs after `warmup`, runs interleaved
-    (A B A B …) so load drift from other processes hits both alike; plus each one's first run.
-
-    Between runs, untimed: a function's previous result is freed and Arrow's memory pool returns
-    the memory it holds free, so each timed run starts settled and pays for its own allocations
-    only. Without that, one side's deferred frees landed in the other's timed run: the baseline's
-    ~600 MB table was freed as its next run ended and mimalloc purged it (madvise) ~10 ms later,
-    inside our run — one 2.4k-row take in our routing spent 16-19 ms in the kernel with 3 page
-    faults (getrusage per thread; perf: madvise). Measured in one process, 10 runs each after 4:
-    previous protocol (free inside the next timed run, no release) pyarrow 0.361/0.365 s, ours
-    0.758/0.762 s; this one pyarrow 0.386/0.397 s (it now pays for fresh pages), ours 0.716/0.746 s."""
+    (A B A B …) so load drift from other processes hits both alike; plus each one's first run."""
     walls: dict[str, list[float]] = {k: [] for k in fns}
     cpus: dict[str, list[float]] = {k: [] for k in fns}
     out: dict = {}
     for _ in range(warmup + repeat):
         for name, fn in fns.items():
             started, cpu = time.perf_counter(), cpu_seconds()
-            result = fn()
+            out[name] = fn()
             walls[name].append(time.perf_counter() - started)
             cpus[name].append(cpu_seconds() - cpu)
-            out[name] = result  # the previous result is freed here, untimed
-            del result
-            pa.default_memory_pool().release_unused()
     for name, times in walls.items():
         print(f"  {name} runs: " + ", ".join(f"{t:.2f}" for t in times) + f" s (first {warmup} untimed)")
     median = statistics.median
