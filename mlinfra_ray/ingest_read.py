@@ -132,8 +132,9 @@ def in_split_order(tables: list[pa.Table]) -> list[pa.Table]:
 
 
 def task_groups(splits: list[dict], cpus: int, waves: int = 1) -> list[list[dict]]:
-    """Splits per Ray task, validated one after another (each yielded as its own block):
-    `waves` tasks per CPU, balanced by bytes (largest split first onto the lightest task).
+    """Splits per Ray task, validated one after another (each yielded as its own table; Ray Data
+    ships them in blocks of up to BLOCK_BYTES): `waves` tasks per CPU, balanced by bytes (largest
+    split first onto the lightest task).
 
     Ray Data notices a finished task only at its next scheduling poll (up to 0.1 s, measured as
     ~0.1-s idle gaps on every worker at each task boundary), so every extra wave costs that much.
