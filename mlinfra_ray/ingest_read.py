@@ -27,9 +27,9 @@ log = logging.getLogger(__name__)
 # driver (~2.4 ms: fetch, deserialize, Ray Data's bookkeeping) and the raylet (~1.7 ms) CPU that
 # the read tasks then lack: with one block per split (17 for the bench's file) they took 0.152
 # and 0.038 CPU-s per run, with 128 MiB blocks (4) 0.120 and 0.016, and the run 0.714 -> 0.660 s
-# median (bench/ingest.py's settled interleaving, 10 runs each, alternated in one process; one
-# block per task: 0.658 s). The bound keeps a task's held tables and the largest object small
-# whatever the input's size. Any size is correct (`in_split_order`).
+# median (10 runs each, alternated with pyarrow's read in one process, Arrow's pool released
+# between runs; one block per task: 0.658 s). The bound keeps a task's held tables and the
+# largest object small whatever the input's size. Any size is correct (`in_split_order`).
 BLOCK_BYTES = 128 * 1024 * 1024
 
 
@@ -119,9 +119,11 @@ def in_split_order(tables: list[pa.Table]) -> list[pa.Table]:
         at = 0
         for chunk in t.column(SPLIT).chunks:
             n = len(chunk)
-            first, last = (chunk[0].as_py(), chunk[-1].as_py()) if n else (None, None)
-            if first == last:
-                runs = [(first, 0, n)] if n else []
+            if not n:
+                continue
+            first = chunk[0].as_py()
+            if first == chunk[-1].as_py():
+                runs = [(first, 0, n)]
             else:
                 ids = chunk.to_numpy()
                 cuts = [0, *(np.flatnonzero(ids[1:] != ids[:-1]) + 1).tolist(), n]

@@ -226,19 +226,9 @@ def _take_text(col: pa.ChunkedArray, rows: np.ndarray) -> pa.Array:
     (12 of the 24 ms the quarantine table took for 2.7M rows)."""
     bounds = np.cumsum([0] + [len(c) for c in col.chunks])
     los, his = np.searchsorted(rows, bounds[:-1]), np.searchsorted(rows, bounds[1:])
-    parts = [_take_chunk(chunk, rows[lo:hi] - start)
+    parts = [chunk.take(pa.array(rows[lo:hi] - start)).cast(pa.string())
              for chunk, start, lo, hi in zip(col.chunks, bounds[:-1], los, his, strict=True) if hi > lo]
     return pa.concat_arrays(parts) if parts else pa.array([], pa.string())
-
-
-def _take_chunk(chunk: pa.Array, rows: np.ndarray) -> pa.Array:
-    """`rows` of one chunk as plain strings. A dictionary chunk of one value and no nulls (a
-    block's `_source_file`) is that value on every row: repeated without reading the indices. The
-    driver touches a block's pages for the first time here, and reading the 2.7M indices of the
-    bench's file for its 45k quarantined rows took ~24 ms, most of the quarantine table."""
-    if pa.types.is_dictionary(chunk.type) and len(chunk.dictionary) == 1 and not chunk.null_count:
-        return chunk.dictionary.cast(pa.string()).take(pa.array(np.zeros(len(rows), np.int32)))
-    return chunk.take(pa.array(rows)).cast(pa.string())
 
 
 def _extra_counts(table: pa.Table) -> dict[str, int]:

@@ -265,8 +265,8 @@ def test_a_good_row_repeating_only_a_quarantined_rows_key_is_clean():
 
 
 def test_quarantine_text_columns_per_chunk_shape():
-    """`_source_file` is one value per block (repeated without reading its indices); a chunk of
-    one value with nulls, or of several values, is read row by row. All give the same strings."""
+    """Chunk by chunk: one value per chunk (a block's `_source_file`), one value with nulls,
+    several values — the same strings as Arrow's take across the chunks."""
     from mlinfra_ray.routing import _take_text
 
     one = pa.DictionaryArray.from_arrays(pa.array([0, 0, 0], pa.int32()), pa.array(["a.csv"]))
