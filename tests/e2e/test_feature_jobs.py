@@ -36,9 +36,12 @@ def ok(proc: subprocess.CompletedProcess) -> str:
 
 
 def report(stdout: str):
-    """The job's JSON report: the last top-level JSON value it printed."""
+    """The job's JSON report: the last top-level JSON value it printed. Ray's log monitor may
+    print a line of its own after it (seen once in CI: a worker's file-descriptor warning), so
+    the value is decoded where it starts and what follows it is ignored."""
     start = max(stdout.rfind("\n{"), stdout.rfind("\n["))
-    return json.loads(stdout[start:] if start >= 0 else stdout)
+    text = stdout[start:] if start >= 0 else stdout
+    return json.JSONDecoder().raw_decode(text.lstrip())[0]
 
 
 @pytest.fixture(scope="module")
