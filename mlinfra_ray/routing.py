@@ -206,17 +206,25 @@ def _fault_columns(reasons: pa.Array | pa.ChunkedArray) -> pa.Array:
 
 
 def _quarantine_table(table: pa.Table, rows: np.ndarray, first_line: np.ndarray | None = None) -> pa.Table:
-    """The quarantined `rows` of `table` (only the columns quarantine keeps are gathered)."""
+    """The quarantined `rows` of `table` (only the columns quarantine keeps are gathered), in file
+    line order. A split's lines the parser rejected follow its parsed rows in `table`, so the
+    order by row would depend on where the input was cut into splits (and so on the CPU count)."""
     index = pa.array(rows, pa.int64())
     reasons = _take_text(table.column(REASONS), rows)
     extra = table.column(EXTRA).take(index) if EXTRA in table.column_names else pa.nulls(len(rows), EXTRA_TYPE)
     if extra.type != EXTRA_TYPE:  # null-typed: no split of this run had unknown columns
         extra = extra.cast(EXTRA_TYPE)
-    return pa.table({
-        SOURCE: _take_text(table.column(SOURCE), rows),
-        LINE: file_lines(table, index, first_line),
-        REASONS: reasons,
+    lines = file_lines(table, index, first_line)
+    quarantine = pa.table({
+        SOURCE: _take_text(table.column(SOURCE), rows), LINE: lines, REASONS: reasons,
         "columns": _fault_columns(reasons), RAW: _take_text(table.column(RAW), rows), EXTRA: extra})
+    if SPLIT not in table.column_names or len(rows) < 2:
+        return quarantine
+    split = table.column(SPLIT).take(index).to_numpy()  # splits are in file order, lines within them
+    line = lines.to_numpy()
+    if np.any((split[1:] == split[:-1]) & (line[1:] < line[:-1])):
+        quarantine = quarantine.take(pa.array(np.lexsort((line, split))))
+    return quarantine
 
 
 def _take_text(col: pa.ChunkedArray, rows: np.ndarray) -> pa.Array:

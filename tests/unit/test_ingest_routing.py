@@ -286,3 +286,21 @@ def test_outcome_counts_refuse_unknown_codes():
     assert counts.tolist() == [2, 1, 2]
     with pytest.raises(ValueError, match="outcome"):
         Routed(empty, empty, np.array([0, 3], np.int8), Counter(), {})
+
+
+def test_quarantine_is_in_file_line_order_whatever_the_split(tmp_path):
+    """A split's lines the parser rejected follow its parsed rows in the validated table; the
+    quarantine still lists rows by line, so it does not depend on where the input was cut."""
+    from mlinfra_ray.ingest_read import read_split_lines
+    from mlinfra_ray.sources import list_raw_files
+
+    good = [",".join({**GOOD, "transaction_id": f"tx{i:08d}"}.values()) for i in range(6)]
+    bad_amount = ",".join({**GOOD, "transaction_id": "tx90000000", "amount": "n/a"}.values())
+    lines = [",".join(GOOD), good[0], "tx00000077,broken row", good[1], bad_amount, good[2], "x,y", good[3]]
+    (tmp_path / "a.csv").write_text("\n".join(lines) + "\n")
+    table, _, first_line = read_split_lines(list_raw_files(str(tmp_path / "a.csv")), CONTRACT, use_ray=False)
+    assert table.column("_line").to_pylist()[-2:] == [2, 6]  # the rejected lines come last in the table
+    quarantine = route(table, CONTRACT, first_line=first_line).quarantine
+    assert quarantine.column("_line").to_pylist() == [3, 5, 7]
+    short = "parse:too_few_fields"
+    assert quarantine.column("_reasons").to_pylist() == [short, "type:amount", short]
