@@ -372,18 +372,25 @@ def first_format(text: pa.Array, epochs: list[tuple[int, int, int]],
     off, data = buffers(text)
     spec = np.array(epochs, np.int64).reshape(-1, 3)
     compiled = [strict_format(f) for f in formats]
-    width = max([len(c[0]) for c in compiled if c is not None] + [1])
+    k_formats = len(formats)
     nreq = max([len(c[1]) for c in compiled if c is not None] + [1])
-    slots = np.full((len(formats), width), -1, np.int64)  # per format and byte: field slot or -1,
-    literals = np.full((len(formats), width), -1, np.int64)  # and the literal byte where slot is -1
-    required = np.zeros((len(formats), nreq), np.uint8)
-    sizes = np.full((len(formats), 2), -1, np.int64)  # (layout width, required count); -1: no kernel
+    nlit = max([int(np.sum(c[0][:, 0] < 0)) for c in compiled if c is not None] + [1])
+    fields = np.zeros((k_formats, 6, 2), np.int64)  # per format and field (Y m d H M S): (position, digits)
+    literals = np.zeros((k_formats, nlit, 2), np.int64)  # per format: (position, byte) of its literals
+    required = np.zeros((k_formats, nreq), np.uint8)
+    sizes = np.full((k_formats, 3), -1, np.int64)  # (width, literal count, required count); -1: no kernel
     for k, c in enumerate(compiled):
-        if c is not None:
-            slots[k, :len(c[0])], literals[k, :len(c[0])] = c[0][:, 0], c[0][:, 1]
-            required[k, :len(c[1])] = c[1]
-            sizes[k] = len(c[0]), len(c[1])
-    return _first_format(off, data, valid(text), spec, slots, literals, required, sizes)
+        if c is None:
+            continue
+        lits = [(j, byte) for j, (slot, byte) in enumerate(c[0]) if slot < 0]
+        if lits:
+            literals[k, :len(lits)] = lits
+        for slot in range(6):  # a field's digits are adjacent (each directive appears once)
+            at = np.flatnonzero(c[0][:, 0] == slot)
+            fields[k, slot] = (at[0], len(at)) if len(at) else (0, 0)
+        required[k, :len(c[1])] = c[1]
+        sizes[k] = len(c[0]), len(lits), len(c[1])
+    return _first_format(off, data, valid(text), spec, fields, literals, required, sizes)
 
 
 @lru_cache(maxsize=64)
@@ -435,11 +442,22 @@ def _days_from_civil(y, m, d):
     return era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _field(data, p, digits):
+    """The number in data[p:p + digits], or -1 if a byte is not an ASCII digit."""
+    v = 0
+    for q in range(p, p + digits):
+        d = data[q] - np.uint8(48)  # wraps below "0"
+        if d > 9:
+            return -1
+        v = v * 10 + d
+    return v
+
+
 @numba.njit(cache=True, nogil=True)
-def _first_format(off, data, valid, epochs, slots, literals, required, sizes):
+def _first_format(off, data, valid, epochs, fields, literals, required, sizes):
     n = len(off) - 1
     values, which, state = np.zeros(n, np.int64), np.full(n, -1, np.int8), np.zeros(n, np.int8)
-    f = np.zeros(6, np.int64)
     seen = np.full(256, -1, np.int64)
     for i in range(n):
         if not valid[i]:
@@ -461,36 +479,32 @@ def _first_format(off, data, valid, epochs, slots, literals, required, sizes):
                     continue
         state[i] = 2
         seen_done = False
-        for k in range(slots.shape[0]):
-            width, nreq = sizes[k, 0], sizes[k, 1]
+        for k in range(sizes.shape[0]):
+            width, nlit, nreq = sizes[k, 0], sizes[k, 1], sizes[k, 2]
             if width < 0:  # no kernel for this format
                 which[i], state[i] = k, 3
                 break
-            ok = b - a == width
-            if ok:
-                for t in range(6):
-                    f[t] = 0
-                for j in range(width):
-                    c, slot = data[a + j], slots[k, j]
-                    if slot < 0:
-                        if c != literals[k, j]:
-                            ok = False
-                            break
-                    elif 48 <= c <= 57:
-                        f[slot] = f[slot] * 10 + (c - 48)
-                    else:
+            if b - a == width:  # literals at their places, then each field's digits
+                ok = True
+                for t in range(nlit):
+                    if data[a + literals[k, t, 0]] != literals[k, t, 1]:
                         ok = False
                         break
-            if ok:
-                y, mo, d = f[0], f[1], f[2]
-                leap = y % 4 == 0 and (y % 100 != 0 or y % 400 == 0)
-                short = mo == 4 or mo == 6 or mo == 9 or mo == 11
-                dim = (29 if leap else 28) if mo == 2 else 30 if short else 31
-                ok = y >= 1 and 1 <= mo <= 12 and 1 <= d <= dim and f[3] <= 23 and f[4] <= 59 and f[5] <= 59
                 if ok:
-                    seconds = _days_from_civil(y, mo, d) * 86400 + f[3] * 3600 + f[4] * 60 + f[5]
-                    values[i], which[i], state[i] = seconds * 1_000_000, k, 1
-                    break
+                    y = _field(data, a + fields[k, 0, 0], fields[k, 0, 1])
+                    mo = _field(data, a + fields[k, 1, 0], fields[k, 1, 1])
+                    d = _field(data, a + fields[k, 2, 0], fields[k, 2, 1])
+                    hh = _field(data, a + fields[k, 3, 0], fields[k, 3, 1])
+                    mi = _field(data, a + fields[k, 4, 0], fields[k, 4, 1])
+                    ss = _field(data, a + fields[k, 5, 0], fields[k, 5, 1])
+                    leap = y % 4 == 0 and (y % 100 != 0 or y % 400 == 0)
+                    short = mo == 4 or mo == 6 or mo == 9 or mo == 11
+                    dim = (29 if leap else 28) if mo == 2 else 30 if short else 31
+                    if y >= 1 and 1 <= mo <= 12 and 1 <= d <= dim and 0 <= hh <= 23 and 0 <= mi <= 59 \
+                            and 0 <= ss <= 59:
+                        seconds = _days_from_civil(y, mo, d) * 86400 + hh * 3600 + mi * 60 + ss
+                        values[i], which[i], state[i] = seconds * 1_000_000, k, 1
+                        break
             if not seen_done:  # which bytes the value holds, once (most values never need it);
                 # stamped with the value's index, so the table never needs clearing
                 for p in range(a, b):
