@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mlinfra_ray.cluster import cluster_cpus
-from mlinfra_ray.contract import LINE, SPLIT, SPLIT_INFO, apply_contract
+from mlinfra_ray.contract import LINE, PARSE_ERROR, SPLIT, SPLIT_INFO, apply_contract
 from mlinfra_ray.fingerprint import fingerprint
 from mlinfra_ray.readers import Layout, layout, read_split, split_stats
 from mlinfra_ray.routing import KEY_FP, file_lines
@@ -153,22 +153,40 @@ def task_groups(splits: list[dict], cpus: int, waves: int = 1) -> list[list[dict
 
 
 def read_and_validate(batch: pa.Table, lay: Layout, contract: ContractSettings) -> Iterator[pa.Table]:
-    """The Ray Data task over one group of splits: one validated table per split."""
+    """The Ray Data task over one group of splits: one validated table per split, then one of all
+    the lines the parser rejected. Kept with their split, those few hundred rows were a second
+    chunk of every column of every split, and Ray pickles Arrow tables array by array in Python
+    (~50 µs each): a 7-split block took 10.8 ms to serialize with them, 6.9 ms without."""
+    rejected = []
     for group in batch.column("splits").to_pylist():
         for spec in json.loads(group):
-            yield validate_split(spec, lay, contract)
+            parts = _validated_parts(spec, lay, contract)
+            parsed = [table for table, only_rejected in parts if not only_rejected]
+            rejected += [table for table, only_rejected in parts if only_rejected]
+            if parsed:
+                yield pa.concat_tables(parsed)
+    if rejected:  # one chunk (the splits' dictionaries unified); `in_split_order` puts rows back
+        yield pa.concat_tables(rejected, promote_options="default").combine_chunks()
 
 
 def validate_split(spec: dict, lay: Layout, contract: ContractSettings) -> pa.Table:
     """One split: bytes → raw columns → typed columns + reasons (+ the dedup key's fingerprint,
     so the driver deduplicates integers), all in Arrow."""
+    out = [table for table, _ in _validated_parts(spec, lay, contract)]
+    return pa.concat_tables(out) if out else _empty(contract)
+
+
+def _validated_parts(spec: dict, lay: Layout, contract: ContractSettings) -> list[tuple[pa.Table, bool]]:
+    """(validated table, holds only lines the parser rejected?) per batch the reader made:
+    parsed rows, then rejected lines (their own batch: no copy)."""
     out = []
-    for chunk in read_split(spec, lay).to_batches():  # parsed rows, then rejected lines: no copy
+    for chunk in read_split(spec, lay).to_batches():
+        parse = chunk.column(PARSE_ERROR) if PARSE_ERROR in chunk.schema.names else None
         table = apply_contract(pa.Table.from_batches([chunk]), contract)
         if contract.dedup_key is not None:
             table = table.append_column(KEY_FP, pa.array(fingerprint(table.column(contract.dedup_key))))
-        out.append(table)
-    return pa.concat_tables(out) if out else _empty(contract)
+        out.append((table, parse is not None and len(parse) > 0 and parse.null_count == 0))
+    return out
 
 
 def _find(err: BaseException, kind: type) -> BaseException | None:

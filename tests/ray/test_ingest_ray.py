@@ -132,10 +132,12 @@ def test_big_file_is_split_and_line_numbers_stay_exact(ray_cluster, tmp_path, mo
             assert q["_raw"] == line
         else:
             assert line.startswith(json.loads(q["_raw"])["transaction_id"] + ",")
-    # several splits per Ray task (one yielded block each): the same rows as one split at a time
+    # several splits per Ray task, each task's rejected lines shipped as one table at its end:
+    # the same rows, in the same order, as one split at a time (dictionaries may differ)
     files = sources.list_raw_files(str(path))
     assert max(len(g) for g in task_groups(sources.plan_splits(files), int(ray.cluster_resources()["CPU"]))) > 1
-    assert read_validated(files, lenient())[0].equals(read_validated(files, lenient(), use_ray=False)[0])
+    on_ray, local = read_validated(files, lenient())[0], read_validated(files, lenient(), use_ray=False)[0]
+    assert on_ray.num_rows == local.num_rows and on_ray.to_pylist() == local.to_pylist()
     data = path.read_bytes()
     parts = [blake3(data[i:i + 16 * 1024]).hexdigest() for i in range(0, len(data), 16 * 1024)]
     assert r.files[0]["blake3"] == sources.file_digest(parts)

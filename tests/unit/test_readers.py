@@ -182,6 +182,32 @@ def test_task_groups_balance_bytes_and_keep_every_split_once(sizes, cpus, waves,
     assert sorted(sum(max(s["end"] - s["start"], 1) for s in g) for g in groups) == sorted(loads)
 
 
+def test_a_read_task_ships_the_rejected_lines_of_all_its_splits_as_one_table(tmp_path, monkeypatch):
+    """Parsed rows split by split, then every split's rejected lines in one single-chunk table;
+    put back in split order they are exactly what validating split by split gives."""
+    from mlinfra_ray.compose import compose_settings
+    from mlinfra_ray.ingest_read import read_and_validate, validate_split
+    from tests.unit.test_contract import GOOD
+
+    contract = compose_settings([]).contract
+    good = [",".join({**GOOD, "transaction_id": f"tx{i:08d}"}.values()) for i in range(40)]
+    lines = [",".join(GOOD)] + [x for i, g in enumerate(good) for x in ([g, f"tx{i:08d},broken"] if i % 7 == 0
+                                                                      else [g])]
+    (tmp_path / "a.csv").write_text("\n".join(lines) + "\n")
+    monkeypatch.setattr(sources, "SPLIT_BYTES", 1024)
+    specs = plan_splits(list_raw_files(str(tmp_path / "a.csv")))
+    assert len(specs) > 3
+    lay = readers.layout(contract)
+    out = list(read_and_validate(pa.table({"splits": [json.dumps(specs)]}), lay, contract))
+    parsed, rejected = out[:-1], out[-1]
+    assert len(parsed) == len(specs) and rejected.column(0).num_chunks == 1
+    assert all(r.startswith("parse:") for r in rejected.column("_reasons").to_pylist())
+    assert not any((r or "").startswith("parse:") for t in parsed for r in t.column("_reasons").to_pylist())
+    assert rejected.num_rows == 6 and len(set(rejected.column("_split").to_pylist())) > 1
+    one_by_one = pa.concat_tables([validate_split(spec, lay, contract) for spec in specs]).to_pylist()
+    assert pa.concat_tables(in_split_order(out), promote_options="default").to_pylist() == one_by_one
+
+
 def test_in_split_order_cuts_merged_blocks_back_into_splits():
     """A task's blocks may arrive merged (splits 0 and 2 in one table) or cut (split 3 in two)."""
     def block(ids, lines):
