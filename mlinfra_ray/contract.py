@@ -28,7 +28,7 @@ from mlinfra_ray.contract_time import ARROW_TYPES, Check, parse_timestamp, set_n
 from mlinfra_ray.settings import ColumnSpec, ContractSettings
 
 __all__ = ["ARROW_TYPES", "ContractError", "apply_contract", "arrow_schema", "categorical", "coerce_column",
-           "column", "set_nulls", "validate_contract"]
+           "column", "only_rejected_lines", "set_nulls", "validate_contract"]
 
 SOURCE, LINE, SPLIT, PARSE_ERROR, RAW_TEXT = "_source_file", "_line", "_split", "_parse_error", "_raw_text"
 SPLIT_INFO, EXTRA = "_split_info", "_extra"
@@ -59,8 +59,7 @@ def apply_contract(batch: pa.Table, contract: ContractSettings) -> pa.Table:
     n = batch.num_rows
     parse = _combined(batch.column(PARSE_ERROR)) if PARSE_ERROR in batch.column_names else None
     keep = {k: batch.column(k) for k in PASSTHROUGH if k in batch.column_names}
-    if parse is not None and n and parse.null_count == 0:  # only lines the parser rejected (readers
-        # give them their own chunk): no values to check; the parser's reason and the line itself
+    if only_rejected_lines(batch):  # no values to check; the parser's reason and the line itself
         everything = np.arange(n)
         typed = {c.name: pa.nulls(n, _output_type(c)) for c in contract.columns}
         return pa.table({**typed, **keep, REASONS: scatter(everything, parse, n),
@@ -76,6 +75,12 @@ def apply_contract(batch: pa.Table, contract: ContractSettings) -> pa.Table:
     raw = raw_for(rows, {c.name: _raw_column(batch, c.name) for c in contract.columns},
                   _combined(batch.column(RAW_TEXT)) if RAW_TEXT in batch.column_names else None)
     return pa.table({**typed, **keep, REASONS: scatter(rows, reasons, n), RAW: scatter(rows, raw, n)})
+
+
+def only_rejected_lines(batch: pa.Table | pa.RecordBatch) -> bool:
+    """Does `batch` hold only lines the parser rejected? (Readers give them a batch of their own.)"""
+    return PARSE_ERROR in batch.column_names and batch.num_rows > 0 and \
+        batch.column(PARSE_ERROR).null_count == 0
 
 
 def _raw_column(batch: pa.Table, name: str) -> pa.Array:

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mlinfra_ray.cluster import cluster_cpus
-from mlinfra_ray.contract import LINE, PARSE_ERROR, SPLIT, SPLIT_INFO, apply_contract
+from mlinfra_ray.contract import LINE, SPLIT, SPLIT_INFO, apply_contract, only_rejected_lines
 from mlinfra_ray.fingerprint import fingerprint
 from mlinfra_ray.readers import Layout, layout, read_split, split_stats
 from mlinfra_ray.routing import KEY_FP, file_lines
@@ -181,11 +181,10 @@ def _validated_parts(spec: dict, lay: Layout, contract: ContractSettings) -> lis
     parsed rows, then rejected lines (their own batch: no copy)."""
     out = []
     for chunk in read_split(spec, lay).to_batches():
-        parse = chunk.column(PARSE_ERROR) if PARSE_ERROR in chunk.schema.names else None
         table = apply_contract(pa.Table.from_batches([chunk]), contract)
         if contract.dedup_key is not None:
             table = table.append_column(KEY_FP, pa.array(fingerprint(table.column(contract.dedup_key))))
-        out.append((table, parse is not None and len(parse) > 0 and parse.null_count == 0))
+        out.append((table, only_rejected_lines(chunk)))
     return out
 
 
