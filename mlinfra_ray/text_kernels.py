@@ -459,7 +459,20 @@ def _first_format(off, data, valid, epochs, fields, literals, required, sizes):
     n = len(off) - 1
     values, which, state = np.zeros(n, np.int64), np.full(n, -1, np.int8), np.zeros(n, np.int8)
     seen = np.full(256, -1, np.int64)
+    # Values visited grouped by length (a counting sort; lengths past 32 share a group): in a
+    # column of mixed formats, value after value took other branches than the one before (165k
+    # values of the fraud data's five formats: 5.0 -> 4.2 ms).
+    start = np.zeros(34, np.int64)
     for i in range(n):
+        start[min(off[i + 1] - off[i], 32) + 1] += 1
+    for w in range(1, 34):
+        start[w] += start[w - 1]
+    order = np.empty(n, np.int64)
+    for i in range(n):
+        w = min(off[i + 1] - off[i], 32)
+        order[start[w]] = i
+        start[w] += 1
+    for i in order:
         if not valid[i]:
             continue
         a, b = off[i], off[i + 1]
