@@ -48,8 +48,9 @@ def arrow_schema(contract: ContractSettings) -> pa.Schema:
 
 def categorical(col: ColumnSpec) -> bool:
     """Enum columns, and text the contract case-normalizes (codes like country or currency), have
-    few distinct values: CSV parses them dictionary-encoded, so each distinct value is checked
-    once, and validated batches keep them so. (Keys and free text would only pay the hashing.)"""
+    few distinct values: they are dictionary-encoded before the checks, so each distinct value is
+    checked once, and validated batches keep them so. (Keys and free text would only pay the
+    hashing.)"""
     cased = any(step in ("lower", "upper") for step in col.normalize)
     return col.type == "string" and (col.allowed is not None or cased)
 
@@ -151,8 +152,14 @@ def _coerce_dictionary(raw: pa.DictionaryArray, col: ColumnSpec,
 
 def _coerce_categorical(raw: pa.Array, col: ColumnSpec) -> tuple[pa.DictionaryArray, list[Check]]:
     """`coerce_column` for a categorical column, dictionary-encoded with int32 indices whatever
-    the input (every split's batches must share one schema: CSV, JSON and Parquet alike)."""
+    the input (every split's batches must share one schema: CSV, JSON and Parquet alike). Text
+    is encoded first, so each distinct value is checked once; a batch with more distinct values
+    than a category column should have is checked row by row, then encoded."""
+    from mlinfra_ray.text_kernels import dictionary_codes
+
     raw = _combined(raw)
+    if pa.types.is_string(raw.type) and (coded := dictionary_codes(raw)) is not None:
+        raw = coded
     if pa.types.is_dictionary(raw.type):
         return _coerce_dictionary(raw, col, decode=False)
     values, checks = coerce_column(raw, col)

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mlinfra_ray.bitmaps import boolean, valid
-from mlinfra_ray.contract import EXTRA, EXTRA_TYPE, LINE, SOURCE, SPLIT, SPLIT_INFO, categorical
+from mlinfra_ray.contract import EXTRA, EXTRA_TYPE, LINE, SOURCE, SPLIT, SPLIT_INFO
 from mlinfra_ray.parsers import Undecodable, line_count, parse_csv, parse_jsonl, parse_parquet
 from mlinfra_ray.settings import ContractSettings
 from mlinfra_ray.sources import RawInputError, content_hash, filesystem, plan_splits
@@ -34,22 +34,20 @@ class Layout:
 
     columns: list[str]
     csv_infer: list[str] = field(default_factory=list)  # float columns: pyarrow parses clean ones natively
-    csv_dict: list[str] = field(default_factory=list)  # categorical columns: checked once per distinct value
     json_text: list[str] = field(default_factory=list)  # string/timestamp columns: must be JSON strings
     json_int: list[str] = field(default_factory=list)  # int columns: a float there needs the exact path
     delimiter: str = ","
 
     def csv_types(self, header: list[str]) -> dict[str, pa.DataType | None]:
-        dictionary = pa.dictionary(pa.int32(), pa.string())
-        return {h: None if h in self.csv_infer else dictionary if h in self.csv_dict else pa.string()
-                for h in header}
+        # Categorical columns too are read as text: the contract encodes them (text_kernels.
+        # dictionary_codes) faster than pyarrow's reader did (3 columns, 165k rows: 5 ms more)
+        return {h: None if h in self.csv_infer else pa.string() for h in header}
 
 
 def layout(contract: ContractSettings) -> Layout:
     cols = contract.columns
     return Layout(columns=[c.name for c in cols],
                   csv_infer=[c.name for c in cols if c.type == "float"],
-                  csv_dict=[c.name for c in cols if categorical(c)],
                   json_text=[c.name for c in cols if c.type in ("string", "timestamp")],
                   json_int=[c.name for c in cols if c.type == "int"])
 

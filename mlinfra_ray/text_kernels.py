@@ -534,6 +534,100 @@ def _first_format(off, data, valid, epochs, fields, literals, required, sizes):
     return values, which, state
 
 
+# --- dictionary encoding ----------------------------------------------------------------------
+
+CODES_LIMIT = 2048  # distinct values a low-cardinality column may hold before Arrow's encoder takes over
+
+
+def dictionary_codes(text: pa.Array, limit: int = CODES_LIMIT) -> pa.DictionaryArray | None:
+    """`text` dictionary-encoded (int32 indices, values in order of first occurrence, nulls as
+    null indices: what `pc.dictionary_encode` and pyarrow's CSV reader give), or None when it
+    holds more than `limit` distinct values. For the contract's categorical columns: reading
+    them as text and encoding them here took 1.7 ms per 165k values for three columns of the
+    fraud data, where pyarrow's CSV reader took 5 ms more to encode them itself."""
+    off, data = buffers(text)
+    ok = valid(text)
+    codes, first, fits = _codes(off, data, ok, limit)
+    if not fits:
+        return None
+    index = pa.array(codes, mask=~ok) if text.null_count else pa.array(codes)
+    values = text.take(pa.array(first)) if len(first) else pa.array([], text.type)
+    return pa.DictionaryArray.from_arrays(index, values.cast(pa.string()), safe=False)  # in range: built here
+
+
+@numba.njit(cache=True, nogil=True)
+def _word(data, p, m):
+    """The m (<= 8) bytes at data[p:] as a little-endian word (zero above them)."""
+    u = np.uint64(p)  # unsigned indices: no negative-index wraparound per byte, so LLVM merges
+    # the eight loads into one (2.9 against 6.4 ns per value for the whole encoding)
+    if p + 8 <= len(data):
+        one = np.uint64(1)
+        w = (np.uint64(data[u]) | (np.uint64(data[u + one]) << np.uint64(8))
+             | (np.uint64(data[u + np.uint64(2)]) << np.uint64(16))
+             | (np.uint64(data[u + np.uint64(3)]) << np.uint64(24))
+             | (np.uint64(data[u + np.uint64(4)]) << np.uint64(32))
+             | (np.uint64(data[u + np.uint64(5)]) << np.uint64(40))
+             | (np.uint64(data[u + np.uint64(6)]) << np.uint64(48))
+             | (np.uint64(data[u + np.uint64(7)]) << np.uint64(56)))
+        if m < 8:
+            w &= (one << np.uint64(8 * m)) - one
+        return w
+    w = np.uint64(0)
+    for j in range(m):
+        w |= np.uint64(data[p + j]) << np.uint64(8 * j)
+    return w
+
+
+@numba.njit(cache=True, nogil=True)
+def _codes(off, data, valid, limit):
+    """(code per value, first row of each code, fits): open addressing over a fixed table of
+    4096 slots (48 KB: stays in cache), keyed by a value's first 8 bytes and its length, which
+    identify values of up to 8 bytes; longer ones compare their second word, then the rest."""
+    n = len(off) - 1
+    codes = np.zeros(n, np.int32)
+    bits = 12
+    mask = (1 << bits) - 1
+    slot_code = np.full(1 << bits, -1, np.int32)
+    slot_key = np.zeros(1 << bits, np.uint64)
+    first = np.empty(min(limit, mask // 2), np.int64)
+    size = np.empty(len(first), np.int64)  # per code: byte length (the key's top byte mixes both)
+    second = np.empty(len(first), np.uint64)  # per code: bytes 8-15
+    golden, shift = np.uint64(0x9E3779B97F4A7C15), np.uint64(64 - bits)
+    k = 0
+    for i in range(n):
+        if not valid[i]:
+            continue
+        a = off[i]
+        m = off[i + 1] - a
+        key = _word(data, a, min(m, 8)) ^ (np.uint64(m) << np.uint64(56))
+        more = _word(data, a + 8, min(m - 8, 8)) if m > 8 else np.uint64(0)
+        s = np.int64((key * golden) >> shift)
+        while True:
+            c = slot_code[s]
+            if c < 0:  # a new value
+                if k == len(first):
+                    return codes, first[:0], False
+                c = k
+                slot_code[s], slot_key[s] = c, key
+                first[c], size[c], second[c] = i, m, more
+                k += 1
+                break
+            if slot_key[s] == key and size[c] == m and second[c] == more:
+                if m <= 16:
+                    break
+                f = off[first[c]]
+                same = True
+                for j in range(16, m):
+                    if data[f + j] != data[a + j]:
+                        same = False
+                        break
+                if same:
+                    break
+            s = (s + 1) & mask
+        codes[i] = c
+    return codes, first[:k], True
+
+
 # --- quarantine rows --------------------------------------------------------------------------
 
 def json_objects(names: list[str], values: pa.Array) -> pa.Array:

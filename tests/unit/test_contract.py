@@ -9,8 +9,15 @@ import pyarrow as pa
 import pytest
 
 from mlinfra_ray.compose import compose_settings
-from mlinfra_ray.contract import ContractError, apply_contract, coerce_column, validate_contract
+from mlinfra_ray.contract import (
+    ContractError,
+    _coerce_categorical,
+    apply_contract,
+    coerce_column,
+    validate_contract,
+)
 from mlinfra_ray.settings import ColumnSpec
+from mlinfra_ray.text_kernels import CODES_LIMIT
 
 CONTRACT = compose_settings([]).contract
 GOOD = dict(transaction_id="tx00000001", user_id="u000001", merchant_id="m00001",
@@ -130,6 +137,29 @@ def test_dictionary_input_means_what_text_means(spec, values):
         return sorted((i, code) for mask, code in checks for i, v in enumerate(mask.to_pylist()) if v)
 
     assert failing(plain_checks) == failing(coded_checks)
+
+
+def test_categorical_text_means_the_same_encoded_here_or_past_the_encoders_limit():
+    """A categorical column arrives as text (CSV, JSON) or dictionary-encoded (Parquet); text is
+    encoded before the checks, or, with more distinct values than a category column should have
+    (garbage), checked row by row: the rows' values and failures are the same every way."""
+    spec = ColumnSpec("c", "string", allowed=["web", "pos"], normalize=["trim", "lower"])
+    few = ["web", " POS ", "w3b", None, "", "web", "WEB"] * 3
+    many = few + [f"junk{i}" for i in range(CODES_LIMIT + 1)]
+    for values in (few, many):
+        text = pa.array(values, pa.string())
+        results = [_coerce_categorical(x, spec) for x in (text, text.dictionary_encode())]
+        for values_out, _ in results:
+            assert pa.types.is_dictionary(values_out.type) and values_out.type.index_type == pa.int32()
+        plain, plain_checks = coerce_column(text, spec)
+        assert results[0][0].to_pylist() == results[1][0].to_pylist() == plain.to_pylist()
+
+        def failing(checks):
+            return sorted((i, code) for mask, code in checks for i, v in enumerate(mask.to_pylist()) if v)
+
+        assert failing(results[0][1]) == failing(results[1][1]) == failing(plain_checks)
+        assert ("missing:c" in {code for _, code in failing(results[0][1])}) and \
+            ("enum:c" in {code for _, code in failing(results[0][1])})
 
 
 @pytest.mark.parametrize(("spec", "native", "text"), [

@@ -145,9 +145,9 @@ def test_source_file_is_shown_without_query(tmp_path):
 
 
 def test_layout_types_csv_columns(tmp_path):
-    lay = Layout(columns=["a", "b"], csv_infer=["a"], csv_dict=["b"])
+    lay = Layout(columns=["a", "b"], csv_infer=["a"])
     t = read_raw_file(write(tmp_path, "t.csv", "a,b\n1.5,web\n2,web\n"), lay)
-    assert t.schema.field("a").type == pa.float64() and pa.types.is_dictionary(t.schema.field("b").type)
+    assert t.schema.field("a").type == pa.float64() and t.schema.field("b").type == pa.string()
 
 
 def test_listing_files_folders_and_globs(tmp_path):

@@ -25,6 +25,7 @@ from mlinfra_ray.text_kernels import (
     NULL,
     PARSED,
     REJECTED,
+    dictionary_codes,
     first_format,
     fixed_pattern,
     json_objects,
@@ -269,6 +270,39 @@ def test_kernels_read_sliced_and_dictionary_encoded_text():
     assert got[0].equals(want[0]) and got[0].null_count == 3
     coded = pa.array(["tx00000001", "bad", "tx00000001", None]).dictionary_encode()
     assert regex_match(coded.dictionary, "^tx[0-9]{8}$").to_pylist() == [True, False]
+
+
+@SETTINGS
+@given(st.lists(st.one_of(st.none(), st.text("ab é", max_size=20), st.sampled_from(
+    ["web", " WEB ", "electronics", "electronicz", "restaurants", "x" * 16, "x" * 17, "x" * 16 + "y"])),
+    max_size=60), st.integers(0, 3))
+def test_dictionary_codes_equal_arrow(values, cut):
+    """Same dictionary (first-occurrence order) and indices as Arrow's encoder, for values up to
+    8, 16 and more bytes, nulls, and arrays that start mid-buffer."""
+    text = _text(values).slice(min(cut, len(values)))
+    want = pc.dictionary_encode(text)
+    got = dictionary_codes(text)
+    assert got.dictionary.equals(want.dictionary)
+    assert got.indices.equals(want.indices.cast(pa.int32()))
+
+
+def test_dictionary_codes_tell_values_apart_by_every_byte_and_length():
+    """The table's key is a value's first 8 bytes mixed with its length (the length shares the
+    top byte): values alike in those must still get codes of their own."""
+    collides = "abcdefg" + chr(ord("h") ^ 8 ^ 9) + "\x00"  # 9 bytes: the same key as "abcdefgh"
+    values = ["abcdefgh", "abcdefg", "abcdefgh\x00", collides, "abcdefghX",
+              "abcdefghY", "abcdefghijklmnopX", "abcdefghijklmnopY", "", "abcdefgh"]
+    got = dictionary_codes(_text(values))
+    assert got.indices.to_pylist() == list(range(9)) + [0]
+    assert got.cast(pa.string()).to_pylist() == values
+
+
+def test_dictionary_codes_give_up_past_their_limit():
+    text = _text([f"v{i % 40}" for i in range(400)])
+    assert dictionary_codes(text, limit=39) is None
+    assert len(dictionary_codes(text, limit=40).dictionary) == 40
+    many = _text([f"id{i}" for i in range(5000)])  # more than the table holds
+    assert dictionary_codes(many) is None
 
 
 def test_kernels_load_without_a_writable_cache_directory(tmp_path):
