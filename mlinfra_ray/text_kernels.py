@@ -61,6 +61,29 @@ def buffers(text: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return off, data
 
 
+@numba.njit(cache=True, nogil=True)
+def _word(data, p, m):
+    """The m (<= 8) bytes at data[p:] as a little-endian word (zero above them)."""
+    u = np.uint64(p)  # unsigned indices: no negative-index wraparound per byte, so LLVM merges
+    # the eight loads into one (2.9 against 6.4 ns per value for the whole encoding)
+    if p + 8 <= len(data):
+        one = np.uint64(1)
+        w = (np.uint64(data[u]) | (np.uint64(data[u + one]) << np.uint64(8))
+             | (np.uint64(data[u + np.uint64(2)]) << np.uint64(16))
+             | (np.uint64(data[u + np.uint64(3)]) << np.uint64(24))
+             | (np.uint64(data[u + np.uint64(4)]) << np.uint64(32))
+             | (np.uint64(data[u + np.uint64(5)]) << np.uint64(40))
+             | (np.uint64(data[u + np.uint64(6)]) << np.uint64(48))
+             | (np.uint64(data[u + np.uint64(7)]) << np.uint64(56)))
+        if m < 8:
+            w &= (one << np.uint64(8 * m)) - one
+        return w
+    w = np.uint64(0)
+    for j in range(m):
+        w |= np.uint64(data[p + j]) << np.uint64(8 * j)
+    return w
+
+
 # --- regexes ----------------------------------------------------------------------------------
 
 def regex_match(text: pa.Array, regex: str) -> pa.Array:
@@ -207,19 +230,14 @@ def _fnv64(off, data, seed, prime):
         a, b = off[i], off[i + 1]
         h = (seed ^ np.uint64(b - a)) * prime
         p = a
-        while p + 8 <= b:  # whole words spelled out: LLVM merges the eight byte loads into one
-            # (1.51 -> 0.93 ms per 165k ten-byte ids, against a loop of variable length)
-            word = (np.uint64(data[p]) | (np.uint64(data[p + 1]) << np.uint64(8))
-                    | (np.uint64(data[p + 2]) << np.uint64(16)) | (np.uint64(data[p + 3]) << np.uint64(24))
-                    | (np.uint64(data[p + 4]) << np.uint64(32)) | (np.uint64(data[p + 5]) << np.uint64(40))
-                    | (np.uint64(data[p + 6]) << np.uint64(48)) | (np.uint64(data[p + 7]) << np.uint64(56)))
+        while p + 8 <= b:  # whole words (`_word`: one load each): 1.51 -> 0.79 ms per 165k
+            # ten-byte ids, against a loop of variable length over the bytes
+            word = _word(data, p, 8)
             mixed = (h ^ word) * prime
             h = mixed ^ (mixed >> shift)
             p += 8
         if p < b:  # the last, partial word
-            word = np.uint64(0)
-            for j in range(b - p):
-                word |= np.uint64(data[p + j]) << np.uint64(8 * j)
+            word = _word(data, p, b - p)
             mixed = (h ^ word) * prime
             h = mixed ^ (mixed >> shift)
         out[i] = h
@@ -446,8 +464,10 @@ def _days_from_civil(y, m, d):
 def _field(data, p, digits):
     """The number in data[p:p + digits], or -1 if a byte is not an ASCII digit."""
     v = 0
-    for q in range(p, p + digits):
-        d = data[q] - np.uint8(48)  # wraps below "0"
+    u = np.uint64(p)  # unsigned indices: no negative-index wraparound test per byte (the whole
+    # kernel: 4.4 -> 3.95 ms per 165k values)
+    for j in range(digits):
+        d = data[u + np.uint64(j)] - np.uint8(48)  # wraps below "0"
         if d > 9:
             return -1
         v = v * 10 + d
@@ -553,29 +573,6 @@ def dictionary_codes(text: pa.Array, limit: int = CODES_LIMIT) -> pa.DictionaryA
     index = pa.array(codes, mask=~ok) if text.null_count else pa.array(codes)
     values = text.take(pa.array(first)) if len(first) else pa.array([], text.type)
     return pa.DictionaryArray.from_arrays(index, values.cast(pa.string()), safe=False)  # in range: built here
-
-
-@numba.njit(cache=True, nogil=True)
-def _word(data, p, m):
-    """The m (<= 8) bytes at data[p:] as a little-endian word (zero above them)."""
-    u = np.uint64(p)  # unsigned indices: no negative-index wraparound per byte, so LLVM merges
-    # the eight loads into one (2.9 against 6.4 ns per value for the whole encoding)
-    if p + 8 <= len(data):
-        one = np.uint64(1)
-        w = (np.uint64(data[u]) | (np.uint64(data[u + one]) << np.uint64(8))
-             | (np.uint64(data[u + np.uint64(2)]) << np.uint64(16))
-             | (np.uint64(data[u + np.uint64(3)]) << np.uint64(24))
-             | (np.uint64(data[u + np.uint64(4)]) << np.uint64(32))
-             | (np.uint64(data[u + np.uint64(5)]) << np.uint64(40))
-             | (np.uint64(data[u + np.uint64(6)]) << np.uint64(48))
-             | (np.uint64(data[u + np.uint64(7)]) << np.uint64(56)))
-        if m < 8:
-            w &= (one << np.uint64(8 * m)) - one
-        return w
-    w = np.uint64(0)
-    for j in range(m):
-        w |= np.uint64(data[p + j]) << np.uint64(8 * j)
-    return w
 
 
 @numba.njit(cache=True, nogil=True)
