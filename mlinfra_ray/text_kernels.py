@@ -290,13 +290,15 @@ POW10 = np.array([10.0 ** k for k in range(23)])  # all exact doubles
 @numba.njit(cache=True, nogil=True)
 def _digits(data, p, end):
     """Index after the run of ASCII digits starting at p."""
-    while p < end and 48 <= data[p] <= 57:
+    while p < end and 48 <= data[np.uint64(p)] <= 57:
         p += 1
     return p
 
 
 @numba.njit(cache=True, nogil=True)
 def _number(off, data, valid, floating, padded, values):
+    # bytes read as data[np.uint64(...)]: no negative-index wraparound test per byte (amount,
+    # 165k values: 2.07 -> 1.67 ms)
     n = len(off) - 1
     state = np.zeros(n, np.int8)  # NULL (also: outside the grammar), PARSED, REJECTED, ASK
     pow10 = POW10
@@ -306,18 +308,18 @@ def _number(off, data, valid, floating, padded, values):
         p, end = off[i], off[i + 1]
         state[i] = REJECTED
         if padded:
-            while p < end and (data[p] == 32 or data[p] == 9):
+            while p < end and (data[np.uint64(p)] == 32 or data[np.uint64(p)] == 9):
                 p += 1
-            while end > p and (data[end - 1] == 32 or data[end - 1] == 9):
+            while end > p and (data[np.uint64(end - 1)] == 32 or data[np.uint64(end - 1)] == 9):
                 end -= 1
-        neg = p < end and data[p] == 45  # -
-        if p < end and (neg or (floating and data[p] == 43)):  # - or (float) +
+        neg = p < end and data[np.uint64(p)] == 45  # -
+        if p < end and (neg or (floating and data[np.uint64(p)] == 43)):  # - or (float) +
             p += 1
         w, sig, e10, long = 0, 0, 0, False  # mantissa, its significant digits, exponent
         q = _digits(data, p, end)
         whole = q > p
         for j in range(p, q):
-            d = data[j] - 48
+            d = data[np.uint64(j)] - 48
             if sig < 18:  # 18 digits cannot overflow int64
                 w = w * 10 + d
                 sig += 1 if (sig or d) else 0
@@ -334,11 +336,11 @@ def _number(off, data, valid, floating, padded, values):
                 values[i], state[i] = -w if neg else w, PARSED
             continue
         frac = False
-        if p < end and data[p] == 46:  # .
+        if p < end and data[np.uint64(p)] == 46:  # .
             q = _digits(data, p + 1, end)
             frac = q > p + 1
             for j in range(p + 1, q):
-                d = data[j] - 48
+                d = data[np.uint64(j)] - 48
                 if sig < 18:
                     w = w * 10 + d
                     sig += 1 if (sig or d) else 0
@@ -348,10 +350,10 @@ def _number(off, data, valid, floating, padded, values):
             p = q
         if not (whole or frac):
             continue
-        if p < end and (data[p] == 101 or data[p] == 69):  # e E
+        if p < end and (data[np.uint64(p)] == 101 or data[np.uint64(p)] == 69):  # e E
             p += 1
-            eneg = p < end and data[p] == 45
-            if p < end and (eneg or data[p] == 43):
+            eneg = p < end and data[np.uint64(p)] == 45
+            if p < end and (eneg or data[np.uint64(p)] == 43):
                 p += 1
             q = _digits(data, p, end)
             if q == p:
@@ -359,7 +361,7 @@ def _number(off, data, valid, floating, padded, values):
             e = 0
             for j in range(p, q):
                 if e < 100000:  # beyond any double's range either way: Arrow decides
-                    e = e * 10 + data[j] - 48
+                    e = e * 10 + data[np.uint64(j)] - 48
             e10 += -e if eneg else e
             p = q
         if p != end:
