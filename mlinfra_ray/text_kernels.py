@@ -656,6 +656,8 @@ def _escaped(c):
 
 @numba.njit(cache=True, nogil=True)
 def _json_objects(off, data, valid, k, rows, key_off, key_data):
+    # the byte loops index through np.uint64: no negative-index test per byte (0.77 -> 0.54 ms
+    # for a split's 2.4k quarantined rows of 11 values)
     out_off = np.zeros(rows + 1, np.int32)
     for i in range(rows):
         size = 1  # the closing brace
@@ -667,7 +669,7 @@ def _json_objects(off, data, valid, k, rows, key_off, key_data):
                 continue
             size += 2
             for p in range(off[v], off[v + 1]):
-                size += _escaped(data[p])
+                size += _escaped(data[np.uint64(p)])
         out_off[i + 1] = out_off[i] + size
     out = np.empty(out_off[rows], np.uint8)
     hexdigits = np.frombuffer(b"0123456789abcdef", np.uint8)
@@ -675,7 +677,7 @@ def _json_objects(off, data, valid, k, rows, key_off, key_data):
         w = out_off[i]
         for j in range(k):
             for p in range(key_off[j], key_off[j + 1]):
-                out[w] = key_data[p]
+                out[np.uint64(w)] = key_data[np.uint64(p)]
                 w += 1
             v = j * rows + i
             if not valid[v]:
@@ -685,10 +687,10 @@ def _json_objects(off, data, valid, k, rows, key_off, key_data):
             out[w] = 34
             w += 1
             for p in range(off[v], off[v + 1]):
-                c = data[p]
+                c = data[np.uint64(p)]
                 size = _escaped(c)
                 if size == 1:
-                    out[w] = c
+                    out[np.uint64(w)] = c
                 elif size == 2:
                     out[w], out[w + 1] = 92, SHORT_ESCAPES[c]
                 else:
