@@ -7,10 +7,11 @@ columns, the bookkeeping columns, `_reasons` (null for a clean row, else ";"-joi
 as JSON, or the unparseable line itself); both are dictionary-encoded strings. Every check is a
 pyarrow compute kernel over a whole column; reasons and raw values are only built for the failing
 rows, so a clean row costs no Python.
-Dictionary-encoded input (low-cardinality CSV columns) is checked once per distinct value.
-Categorical columns (`categorical`) stay dictionary-encoded in the output batches: an index per
-row instead of a copied string (~3 MB less to store and ship per 16 MB split). `Routed` decodes
-clean rows to the contract's types (`arrow_schema`) when it gathers them.
+Dictionary-encoded input (Parquet dictionaries; categorical text, encoded here first by a
+compiled pass) is checked once per distinct value. Categorical columns (`categorical`) stay
+dictionary-encoded in the output batches: an index per row instead of a copied string (~3 MB
+less to store and ship per 16 MB split). `Routed` decodes clean rows to the contract's types
+(`arrow_schema`) when it gathers them.
 """
 
 from __future__ import annotations

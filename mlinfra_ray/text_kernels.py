@@ -6,7 +6,9 @@ declares are simpler: fixed-width ids like `^tx[0-9]{8}$`, zero-padded timestamp
 digits, plain decimal numbers. These kernels decide those cases in one pass over the bytes
 (1.5 ms for the same id column) and hand everything else back to Arrow, so a result is always
 the one Arrow would give: each kernel is property-tested against RE2 / strptime / Arrow's casts
-(tests/unit/test_text_kernels.py).
+/ Arrow's dictionary encoder (tests/unit/test_text_kernels.py). Bytes are read through unsigned
+indices where it counts: numba tests every signed index for negative wraparound, which costs
+a branch per byte and keeps LLVM from merging neighbouring loads.
 
 numba is imported here, and this module is imported lazily, on the first batch that needs it.
 """
