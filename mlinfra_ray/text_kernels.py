@@ -64,21 +64,27 @@ def buffers(text: pa.Array) -> tuple[np.ndarray, np.ndarray]:
 
 
 @numba.njit(cache=True, nogil=True)
+def _load8(data, u):
+    """data[u:u + 8] as a little-endian word; `u` an np.uint64 the caller knows to be in bounds.
+    Unsigned indices: numba tests every signed index for negative wraparound, a branch per byte
+    that also keeps LLVM from merging the eight loads into one."""
+    one = np.uint64(1)
+    return (np.uint64(data[u]) | (np.uint64(data[u + one]) << np.uint64(8))
+            | (np.uint64(data[u + np.uint64(2)]) << np.uint64(16))
+            | (np.uint64(data[u + np.uint64(3)]) << np.uint64(24))
+            | (np.uint64(data[u + np.uint64(4)]) << np.uint64(32))
+            | (np.uint64(data[u + np.uint64(5)]) << np.uint64(40))
+            | (np.uint64(data[u + np.uint64(6)]) << np.uint64(48))
+            | (np.uint64(data[u + np.uint64(7)]) << np.uint64(56)))
+
+
+@numba.njit(cache=True, nogil=True)
 def _word(data, p, m):
     """The m (<= 8) bytes at data[p:] as a little-endian word (zero above them)."""
-    u = np.uint64(p)  # unsigned indices: no negative-index wraparound per byte, so LLVM merges
-    # the eight loads into one (2.9 against 6.4 ns per value for the whole encoding)
     if p + 8 <= len(data):
-        one = np.uint64(1)
-        w = (np.uint64(data[u]) | (np.uint64(data[u + one]) << np.uint64(8))
-             | (np.uint64(data[u + np.uint64(2)]) << np.uint64(16))
-             | (np.uint64(data[u + np.uint64(3)]) << np.uint64(24))
-             | (np.uint64(data[u + np.uint64(4)]) << np.uint64(32))
-             | (np.uint64(data[u + np.uint64(5)]) << np.uint64(40))
-             | (np.uint64(data[u + np.uint64(6)]) << np.uint64(48))
-             | (np.uint64(data[u + np.uint64(7)]) << np.uint64(56)))
+        w = _load8(data, np.uint64(p))
         if m < 8:
-            w &= (one << np.uint64(8 * m)) - one
+            w &= (np.uint64(1) << np.uint64(8 * m)) - np.uint64(1)
         return w
     w = np.uint64(0)
     for j in range(m):
@@ -90,11 +96,70 @@ def _word(data, p, m):
 
 def regex_match(text: pa.Array, regex: str) -> pa.Array:
     """`pc.match_substring_regex(text, regex)`, through a byte table when the regex is a
-    fixed-width sequence of ASCII literals and classes (null stays null)."""
+    fixed-width sequence of ASCII literals and classes (null stays null); 8 bytes at a time when
+    each position allows one range of bytes (`^tx[0-9]{8}$`, `^[A-Z]{2}$`)."""
     table = fixed_pattern(regex)
     if table is None:
         return pc.match_substring_regex(text, regex)
-    return boolean(_match_fixed(*buffers(text), table), valid(text) if text.null_count else None)
+    off, data = buffers(text)
+    words = byte_ranges(regex)
+    hits = _match_fixed(off, data, table) if words is None else _match_ranges(off, data, *words, table.shape[0])
+    return boolean(hits, valid(text) if text.null_count else None)
+
+
+@lru_cache(maxsize=256)
+def byte_ranges(regex: str) -> tuple[np.ndarray, ...] | None:
+    """For a fixed pattern whose every position allows one range of ASCII bytes (up to 32
+    positions): the words a value is read as — (offset in the value, low bytes, high bytes,
+    lanes in use) per word, little-endian, 8 positions a word; a value longer than 8 bytes is
+    read as whole words, the last one ending at its end (overlapping the one before). None
+    otherwise (the byte table decides those)."""
+    table = fixed_pattern(regex)
+    width = 0 if table is None else table.shape[0]
+    if not 0 < width <= 32:
+        return None
+    ranges = []
+    for k in range(width):
+        allowed = np.flatnonzero(table[k])
+        if not len(allowed) or allowed[-1] >= 128 or allowed[-1] - allowed[0] + 1 != len(allowed):
+            return None
+        ranges.append((int(allowed[0]), int(allowed[-1])))
+    starts = [0] if width <= 8 else sorted({*range(0, width - 7, 8), width - 8})
+    at, low, high, lanes = (np.zeros(len(starts), t) for t in (np.int64, np.uint64, np.uint64, np.uint64))
+    for j, start in enumerate(starts):
+        at[j] = start
+        for lane, k in enumerate(range(start, min(start + 8, width))):
+            low[j] |= np.uint64(ranges[k][0] << (8 * lane))
+            high[j] |= np.uint64(ranges[k][1] << (8 * lane))
+            lanes[j] |= np.uint64(0x80 << (8 * lane))
+    return at, low, high, lanes
+
+
+@numba.njit(cache=True, nogil=True)
+def _match_ranges(off, data, at, low, high, lanes, width):
+    """Per value: its width, then low <= byte <= high in every lane of every word, in SWAR:
+    with 0x80 set in each lane, (x | 0x80) - low and (high | 0x80) - x keep 0x80 exactly where
+    the byte is in range and no lane borrows from the next (bytes and bounds below 0x80; a byte
+    at or above it fails its own lane through ~x, whatever it does to the lanes above). 0.9 ->
+    0.5 ms per 165k ten-byte ids, against a table lookup per byte."""
+    n = len(off) - 1
+    out = np.empty(n, np.bool_)
+    top = np.uint64(0x8080808080808080)
+    end = len(data) - 8  # a whole word loads from any start up to here (so any word of a value
+    # of 8 bytes or more); a shorter value near the buffer's end reads only its own bytes
+    for i in range(n):
+        a = off[i]
+        ok = off[i + 1] - a == width
+        bad = np.uint64(0)
+        if ok:
+            for j in range(len(at)):
+                x = _load8(data, np.uint64(a + at[j])) if a + at[j] <= end else _word(data, a, width)
+                # lanes past a short value hold the next bytes: only `lanes` are judged, and
+                # a borrow only moves upwards, into lanes past the value
+                inside = ((x | top) - low[j]) & ((high[j] | top) - x) & ~x
+                bad |= (inside & lanes[j]) ^ lanes[j]
+        out[i] = ok and bad == 0
+    return out
 
 
 @lru_cache(maxsize=256)
@@ -234,7 +299,7 @@ def _fnv64(off, data, seed, prime):
         p = a
         while p + 8 <= b:  # whole words (`_word`: one load each): 1.51 -> 0.79 ms per 165k
             # ten-byte ids, against a loop of variable length over the bytes
-            word = _word(data, p, 8)
+            word = _load8(data, np.uint64(p))
             mixed = (h ^ word) * prime
             h = mixed ^ (mixed >> shift)
             p += 8
@@ -600,8 +665,17 @@ def _codes(off, data, valid, limit):
             continue
         a = off[i]
         m = off[i + 1] - a
-        key = _word(data, a, min(m, 8)) ^ (np.uint64(m) << np.uint64(56))
-        more = _word(data, a + 8, min(m - 8, 8)) if m > 8 else np.uint64(0)
+        if a + 16 <= len(data):  # whole words, then only the value's bytes kept
+            key = _load8(data, np.uint64(a))
+            more = _load8(data, np.uint64(a + 8)) if m > 8 else np.uint64(0)
+            if m < 8:
+                key &= (np.uint64(1) << np.uint64(8 * m)) - np.uint64(1)
+            elif 8 < m < 16:
+                more &= (np.uint64(1) << np.uint64(8 * (m - 8))) - np.uint64(1)
+        else:
+            key = _word(data, a, min(m, 8))
+            more = _word(data, a + 8, min(m - 8, 8)) if m > 8 else np.uint64(0)
+        key ^= np.uint64(m) << np.uint64(56)
         s = np.int64((key * golden) >> shift)
         while True:
             c = slot_code[s]

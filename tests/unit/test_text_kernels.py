@@ -25,6 +25,7 @@ from mlinfra_ray.text_kernels import (
     NULL,
     PARSED,
     REJECTED,
+    byte_ranges,
     dictionary_codes,
     first_format,
     fixed_pattern,
@@ -59,16 +60,52 @@ def test_other_regexes_stay_with_re2(regex):
     assert fixed_pattern(regex) is None
 
 
-PATTERNS = ["^tx[0-9]{8}$", "^u[0-9]{6}$", "^[A-Z]{2}$", r"^\d{2}\.\d$", "^[a-c-]{3}$", "^x[0-9]{0}y$"]
+PATTERNS = ["^tx[0-9]{8}$", "^u[0-9]{6}$", "^[A-Z]{2}$", r"^\d{2}\.\d$", "^[a-c-]{3}$", "^x[0-9]{0}y$",
+            "^[0-9]{20}$", "^[A-F]{9}$"]  # whole words; words overlapping at the end of a value
 
 
 @SETTINGS
 @given(st.sampled_from(PATTERNS), st.lists(st.one_of(st.none(), st.text(NEAR + "ABCDXYZabc", max_size=12),
                                                       st.from_regex(r"\Atx[0-9]{8}\Z"),
-                                                      st.from_regex(r"\Au[0-9]{6}\Z")), max_size=40))
+                                                      st.from_regex(r"\Au[0-9]{6}\Z"),
+                                                      st.from_regex(r"\A[0-9]{20}\Z"),
+                                                      st.from_regex(r"\A[A-G]{9}\Z")), max_size=40))
 def test_regex_match_equals_re2(regex, values):
     text = _text(values)
     assert regex_match(text, regex).equals(pc.match_substring_regex(text, regex))
+
+
+@pytest.mark.parametrize("regex", [p for p in PATTERNS if fixed_pattern(p).shape[0]])
+def test_regex_match_judges_every_byte_of_a_value(regex):
+    """Each position of a value the pattern accepts, set to the edges of its range and just
+    past them, or to a non-ASCII character (same width in bytes): RE2's answer each time.
+    (Random text seldom has the right width with one wrong byte; this hits every lane of every
+    word the kernel reads.)"""
+    table = fixed_pattern(regex)
+    good = bytes(int(np.flatnonzero(row)[0]) for row in table)
+    values = [good.decode()]
+    for k, row in enumerate(table):
+        allowed = np.flatnonzero(row)
+        for c in {allowed[0] - 1, allowed[0], allowed[-1], allowed[-1] + 1} & set(range(1, 128)):
+            values.append((good[:k] + bytes([c]) + good[k + 1:]).decode())
+        for char in ("é", "ÿ", "€"):  # bytes at or above 0x80, some of them past 0x80 + a bound
+            size = len(char.encode())
+            if k + size <= len(table):
+                values.append(good[:k].decode() + char + good[k + size:].decode())
+    text = _text(values * 3)
+    assert regex_match(text, regex).equals(pc.match_substring_regex(text, regex))
+
+
+def test_byte_ranges_cover_every_position_once_or_give_way_to_the_table():
+    at, low, high, lanes = byte_ranges("^tx[0-9]{8}$")
+    assert at.tolist() == [0, 2]  # the last word ends with the value, overlapping the first
+    assert int(low[0]) & 0xFF == ord("t") and int(high[1]) >> 56 == ord("9")
+    assert byte_ranges("^[a-c-]{3}$") is None  # two ranges at a position: the byte table
+    assert byte_ranges("^[0-9]{33}$") is None and byte_ranges("^é$") is None
+    # a short value ending the buffer is read byte by byte, never past its end
+    for values in (["xx", "AB"], ["AB"], ["A", "B9", "ZZ"]):
+        text = _text(values)
+        assert regex_match(text, "^[A-Z]{2}$").equals(pc.match_substring_regex(text, "^[A-Z]{2}$"))
 
 
 def test_regex_match_on_sliced_and_empty_arrays():
