@@ -78,7 +78,8 @@ def _load8(data, u):
             | (np.uint64(data[u + np.uint64(7)]) << np.uint64(56)))
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")  # as a call (its byte loop keeps LLVM
+# from inlining it), fnv64 took 0.55 ms instead of 0.30, the dictionary encoder 2.2 instead of 1.4
 def _word(data, p, m):
     """The m (<= 8) bytes at data[p:] as a little-endian word (zero above them)."""
     if p + 8 <= len(data):
@@ -145,17 +146,14 @@ def _match_ranges(off, data, at, low, high, lanes, width):
     n = len(off) - 1
     out = np.empty(n, np.bool_)
     top = np.uint64(0x8080808080808080)
-    end = len(data) - 8  # a whole word loads from any start up to here (so any word of a value
-    # of 8 bytes or more); a shorter value near the buffer's end reads only its own bytes
+    size = min(width, 8)  # a value of 8 bytes or more is read in whole words
     for i in range(n):
         a = off[i]
         ok = off[i + 1] - a == width
         bad = np.uint64(0)
         if ok:
             for j in range(len(at)):
-                x = _load8(data, np.uint64(a + at[j])) if a + at[j] <= end else _word(data, a, width)
-                # lanes past a short value hold the next bytes: only `lanes` are judged, and
-                # a borrow only moves upwards, into lanes past the value
+                x = _word(data, a + at[j], size)
                 inside = ((x | top) - low[j]) & ((high[j] | top) - x) & ~x
                 bad |= (inside & lanes[j]) ^ lanes[j]
         out[i] = ok and bad == 0
@@ -297,7 +295,7 @@ def _fnv64(off, data, seed, prime):
         a, b = off[i], off[i + 1]
         h = (seed ^ np.uint64(b - a)) * prime
         p = a
-        while p + 8 <= b:  # whole words (`_load8`: one load each): 1.51 -> 0.55 ms per 165k
+        while p + 8 <= b:  # whole words (`_load8`: one load each): 1.51 -> 0.30 ms per 165k
             # ten-byte ids, against a loop of variable length over the bytes
             word = _load8(data, np.uint64(p))
             mixed = (h ^ word) * prime
@@ -665,17 +663,8 @@ def _codes(off, data, valid, limit):
             continue
         a = off[i]
         m = off[i + 1] - a
-        if a + 16 <= len(data):  # whole words, then only the value's bytes kept
-            key = _load8(data, np.uint64(a))
-            more = _load8(data, np.uint64(a + 8)) if m > 8 else np.uint64(0)
-            if m < 8:
-                key &= (np.uint64(1) << np.uint64(8 * m)) - np.uint64(1)
-            elif 8 < m < 16:
-                more &= (np.uint64(1) << np.uint64(8 * (m - 8))) - np.uint64(1)
-        else:
-            key = _word(data, a, min(m, 8))
-            more = _word(data, a + 8, min(m - 8, 8)) if m > 8 else np.uint64(0)
-        key ^= np.uint64(m) << np.uint64(56)
+        key = _word(data, a, min(m, 8)) ^ (np.uint64(m) << np.uint64(56))
+        more = _word(data, a + 8, min(m - 8, 8)) if m > 8 else np.uint64(0)
         s = np.int64((key * golden) >> shift)
         while True:
             c = slot_code[s]
